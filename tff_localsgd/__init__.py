@@ -1,0 +1,1 @@
+"""tff-localsgd: Local SGD on overparameterized ReLU networks, as TFF computations."""

@@ -1,0 +1,145 @@
+"""ExperimentConfig: one experiment as data.
+
+Every field has the name of the flag that sets it (`benchmarks/flags.py`) and
+of the metric or column that reports it. `validate()` checks each field on its
+own and the fields against each other; `validate_against_data()` checks what
+can only be known once the clients' data exist (client sizes). Both raise
+`ConfigError` naming the field, before any computation runs.
+"""
+
+import dataclasses
+import json
+import math
+
+DATASETS = ('synthetic', 'digits', 'mnist', 'fashion_mnist', 'cifar10')
+TARGETS = ('teacher', 'noise')
+PARTITIONS = ('iid', 'dirichlet', 'shards')
+MODELS = ('mlp', 'cnn')
+TRAIN_LAYERS = ('all', 'hidden')
+LOSSES = ('mse', 'xent')
+ALGORITHMS = ('local_sgd', 'local_gd', 'minibatch_sgd')
+LR_SCALES = ('none', 'width')
+
+
+class ConfigError(ValueError):
+  """A config value that cannot run; `field` names the flag."""
+
+  def __init__(self, field: str, message: str):
+    super().__init__(f'--{field}: {message}')
+    self.field = field
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """All that determines a run. Same config, same seed: same bits."""
+
+  # Data.
+  dataset: str = 'synthetic'
+  num_examples: int = 256  # synthetic: n; real data: training subsample, 0 = all
+  input_dim: int = 32  # synthetic only: d
+  output_dim: int = 1  # synthetic only: c
+  target: str = 'teacher'  # synthetic only
+  data_dir: str = '~/.cache/tff_localsgd'
+  num_clients: int = 8
+  partition: str = 'iid'
+  dirichlet_alpha: float = 0.5
+  shards_per_client: int = 2
+  # Model.
+  model: str = 'mlp'
+  depth: int = 1  # L: number of m x m hidden weight matrices
+  width: int = 512  # m
+  train_layers: str = 'all'
+  loss: str = 'mse'
+  # Optimization.
+  algorithm: str = 'local_sgd'
+  local_steps: int = 10  # K
+  batch_size: int = 16
+  client_lr: float = 1.0  # with lr_scale=width this is c in eta = c / m
+  lr_scale: str = 'width'
+  server_lr: float = 1.0
+  clients_per_round: int = 0  # 0 = every client, every round
+  rounds: int = 50
+  eval_every: int = 1
+  seed: int = 0
+  # Output.
+  root_dir: str = 'runs'
+  experiment: str = 'default'
+
+  @property
+  def lr(self) -> float:
+    """The client step size eta: client_lr, or client_lr / m with lr_scale=width."""
+    if self.lr_scale == 'width':
+      return self.client_lr / self.width
+    return self.client_lr
+
+  @property
+  def cohort_size(self) -> int:
+    return self.clients_per_round or self.num_clients
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> 'ExperimentConfig':
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ConfigError(unknown[0], 'unknown config field')
+    return cls(**values)
+
+  def validate(self) -> 'ExperimentConfig':
+    """Returns self, or raises ConfigError naming the first bad field."""
+    choices = dict(dataset=DATASETS, target=TARGETS, partition=PARTITIONS,
+                   model=MODELS, train_layers=TRAIN_LAYERS, loss=LOSSES,
+                   algorithm=ALGORITHMS, lr_scale=LR_SCALES)
+    for name, allowed in choices.items():
+      if getattr(self, name) not in allowed:
+        raise ConfigError(name, f'{getattr(self, name)!r} is not one of '
+                          f'{", ".join(allowed)}')
+    positive = ('input_dim', 'output_dim', 'num_clients', 'shards_per_client',
+                'width', 'local_steps', 'batch_size', 'rounds', 'eval_every')
+    for name in positive:
+      if getattr(self, name) <= 0:
+        raise ConfigError(name, f'must be > 0, got {getattr(self, name)}')
+    for name in ('client_lr', 'server_lr', 'dirichlet_alpha'):
+      value = getattr(self, name)
+      if not (math.isfinite(value) and value > 0):
+        raise ConfigError(name, f'must be a finite number > 0, got {value}')
+    for name in ('num_examples', 'depth', 'clients_per_round', 'seed'):
+      if getattr(self, name) < 0:
+        raise ConfigError(name, f'must be >= 0, got {getattr(self, name)}')
+    if self.dataset == 'synthetic' and self.num_examples == 0:
+      raise ConfigError('num_examples', 'synthetic data needs num_examples > 0')
+    if self.num_examples and self.num_clients > self.num_examples:
+      raise ConfigError('num_clients', f'{self.num_clients} clients need at '
+                        f'least as many examples, got {self.num_examples}')
+    if self.clients_per_round > self.num_clients:
+      raise ConfigError('clients_per_round', f'{self.clients_per_round} > '
+                        f'num_clients={self.num_clients}')
+    if self.train_layers == 'hidden' and self.depth == 0:
+      raise ConfigError('train_layers', 'hidden trains the m x m layers; '
+                        'depth=0 has none')
+    if self.train_layers == 'hidden' and self.model != 'mlp':
+      raise ConfigError('train_layers', 'hidden is defined for the mlp only')
+    if self.algorithm == 'minibatch_sgd' and self.local_steps != 1:
+      raise ConfigError('local_steps', 'minibatch_sgd is the K=1 baseline; '
+                        f'got local_steps={self.local_steps}')
+    if self.dataset == 'synthetic' and self.model == 'cnn':
+      raise ConfigError('model', 'cnn needs image data, not synthetic')
+    if self.loss == 'xent' and self.dataset == 'synthetic':
+      raise ConfigError('loss', 'xent needs class labels; synthetic targets '
+                        'are real-valued')
+    if not self.experiment or '/' in self.experiment:
+      raise ConfigError('experiment', 'must be a non-empty name without "/"')
+    return self
+
+  def validate_against_data(self, client_sizes) -> 'ExperimentConfig':
+    """Checks what depends on the partition: client sizes n_i."""
+    smallest = min(client_sizes)
+    if smallest < 1:
+      raise ConfigError('num_clients', 'a client received no examples')
+    if self.algorithm != 'local_gd' and self.batch_size > smallest:
+      raise ConfigError('batch_size', f'{self.batch_size} is larger than the '
+                        f'smallest client ({smallest} examples); minibatches '
+                        'are sampled without replacement')
+    return self

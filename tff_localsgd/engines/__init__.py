@@ -1,0 +1,1 @@
+"""Engines: where the TFF computations run."""

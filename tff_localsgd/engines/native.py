@@ -1,0 +1,118 @@
+"""The native engine: TFF's C++ runtime in a `worker_binary` we own.
+
+TFF's default context starts `tensorflow_federated/data/worker_binary` itself,
+lets it inherit stdout, and leaves it running after Python exits, so
+`python x.py | tail` hangs. Here we start the same binary ourselves:
+
+  * its stdout/stderr go to a log file (or /dev/null), never to ours;
+  * it runs in its own session, so a Ctrl-C in the terminal reaches only us
+    and we can stop at a round boundary;
+  * the kernel sends it SIGKILL when our process dies, however it dies
+    (PR_SET_PDEATHSIG), and atexit stops it on a normal exit.
+
+The execution context talks to it over gRPC with TFF's RemoteExecutor, the
+same path a remote worker uses.
+"""
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import time
+
+import grpc
+import portpicker
+import tensorflow_federated as tff
+from tensorflow_federated.python.core.backends.native import compiler
+from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
+
+WORKER_BINARY = os.path.join(os.path.dirname(tff.__file__), 'data',
+                             'worker_binary')
+_GRPC_OPTIONS = [('grpc.max_message_length', 2_000_000_000),
+                 ('grpc.max_receive_message_length', 2_000_000_000),
+                 ('grpc.max_send_message_length', 2_000_000_000)]
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+  """Runs in the child before exec: SIGKILL it when the parent dies."""
+  libc = ctypes.CDLL('libc.so.6', use_errno=True)
+  libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Worker:
+  """A local worker_binary process serving TFF computations on a port."""
+
+  def __init__(self, port: int | None = None, log_path: str | None = None,
+               host: str = 'localhost'):
+    self.port = port or portpicker.pick_unused_port()
+    self.host = host
+    self._log = open(log_path, 'ab') if log_path else subprocess.DEVNULL
+    self.process = subprocess.Popen(
+        [WORKER_BINARY, f'--port={self.port}',
+         '--max_concurrent_computation_calls=-1'],
+        stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+        start_new_session=True, preexec_fn=_die_with_parent)
+    atexit.register(self.stop)
+
+  @property
+  def address(self) -> str:
+    return f'{self.host}:{self.port}'
+
+  def stop(self):
+    if self.process.poll() is None:
+      self.process.send_signal(signal.SIGINT)
+      try:
+        self.process.wait(timeout=5)
+      except subprocess.TimeoutExpired:
+        self.process.kill()
+        self.process.wait()
+    if hasattr(self._log, 'close'):
+      self._log.close()
+    atexit.unregister(self.stop)
+
+
+def connect(address: str, timeout_s: float = 60.0, worker: Worker | None = None):
+  """A ready TFF gRPC stub for the worker at `address`, or ConnectionError."""
+  channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
+  stub = tff.framework.RemoteExecutorGrpcStub(channel)
+  deadline = time.monotonic() + timeout_s
+  while not stub.is_ready:
+    if worker is not None and worker.process.poll() is not None:
+      raise ConnectionError(f'TFF worker at {address} exited with status '
+                            f'{worker.process.returncode}')
+    if time.monotonic() > deadline:
+      raise ConnectionError(f'TFF worker at {address} did not answer within '
+                            f'{timeout_s:.0f} s')
+    time.sleep(0.05)
+  return stub
+
+
+def execution_context(stub):
+  """A synchronous TFF execution context that runs everything on `stub`."""
+  def stack_fn(cardinalities):
+    # Computations with no client argument (initialize) still need a number.
+    cardinalities.setdefault(tff.CLIENTS, 0)
+    executor = tff.framework.RemoteExecutor(stub)
+    executor.set_cardinalities(cardinalities)
+    return executor
+
+  return tff.framework.SyncExecutionContext(
+      executor_fn=tff.framework.ResourceManagingExecutorFactory(stack_fn),
+      compiler_fn=compiler.desugar_and_transform_to_native,
+      transform_args=tensorflow_computation.transform_args,
+      transform_result=tensorflow_computation.transform_result)
+
+
+@contextlib.contextmanager
+def native_engine(log_path: str | None = None):
+  """Runs TFF computations inside the block on a worker we start and stop."""
+  worker = Worker(log_path=log_path)
+  try:
+    context = execution_context(connect(worker.address, worker=worker))
+    with tff.framework.get_context_stack().install(context):
+      yield worker
+  finally:
+    worker.stop()

@@ -1,0 +1,135 @@
+"""Local SGD as TFF computations.
+
+One round (`next`), as a federated computation with one broadcast, one client
+map and one aggregation, so TFF can compile it to a MapReduceForm:
+
+    next: (<weights@SERVER, {ClientData}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)
+
+    w^t broadcast to the cohort S_t;
+    client i:  Delta_i = w_i^{t,K} - w^t            (local_update, K steps)
+    server:    Delta = sum_{i in S_t} p_i Delta_i,  p_i = n_i / sum_{j in S_t} n_j
+               w^{t+1} = w^t + server_lr * Delta     (trainable layers only)
+
+With server_lr = 1 this is FedAvg's weighted average of the local models.
+`evaluate` computes the global objective F(w) = sum_i p_i F_i(w) over
+whichever clients it is given (all of them, for train/loss).
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_localsgd import local_update
+from tff_localsgd import models
+
+
+def weights_type(arrays):
+  """The TFF type of a tuple of float32 weight tensors."""
+  return tff.StructWithPythonType(
+      [tff.TensorType(np.float32, a.shape) for a in arrays], tuple)
+
+
+def client_data_type(input_shape, output_dim):
+  """{x: float32[n_i, ...], y: float32[n_i, c], seed: int64[2]}: one client."""
+  return tff.StructWithPythonType([
+      ('x', tff.TensorType(np.float32, [None, *input_shape])),
+      ('y', tff.TensorType(np.float32, [None, output_dim])),
+      ('seed', tff.TensorType(np.int64, [2])),
+  ], collections.OrderedDict)
+
+
+def client_data(x, y, seed, round_num, client_id, num_clients):
+  """A client's value of client_data_type for one round.
+
+  The minibatch seed is (seed, t * N + i): a distinct, reproducible stream per
+  round t and client i, independent of the cohort.
+  """
+  return collections.OrderedDict(
+      x=x, y=y,
+      seed=np.array([seed, round_num * num_clients + client_id], np.int64))
+
+
+class LocalSGDProcess:
+  """The TFF computations of one experiment: initialize, next and evaluate."""
+
+  def __init__(self, spec: models.ModelSpec, config, input_shape,
+               output_dim: int):
+    self.spec = spec
+    w_type = weights_type(spec.initial_weights)
+    delta_type = weights_type(spec.trainable(spec.initial_weights))
+    d_type = client_data_type(input_shape, output_dim)
+    loss, lr = config.loss, config.lr
+    full_batch = config.algorithm == 'local_gd'
+    initial = tuple(spec.initial_weights)
+    server_lr = config.server_lr
+
+    @tff.tensorflow.computation
+    def initial_weights():
+      return tuple(tf.constant(w) for w in initial)
+
+    @tff.tensorflow.computation(w_type, d_type)
+    def client_work(weights, data):
+      """(weights, ClientData) -> <delta, num_examples, loss>"""
+      delta, last_loss = local_update.local_steps_update(
+          spec, loss, weights, data['x'], data['y'], data['seed'], lr=lr,
+          local_steps=config.local_steps, batch_size=config.batch_size,
+          full_batch=full_batch)
+      n = tf.cast(tf.shape(data['x'])[0], tf.float32)
+      return collections.OrderedDict(
+          delta=tuple(delta), num_examples=n, local_loss=last_loss)
+
+    @tff.tensorflow.computation(w_type, delta_type)
+    def server_update(weights, delta):
+      """(w^t, Delta) -> w^t + server_lr * Delta on the trainable layers."""
+      trained = [w + server_lr * d
+                 for w, d in zip(spec.trainable(weights), delta)]
+      return spec.with_trainable(weights, trained)
+
+    @tff.tensorflow.computation(w_type, d_type)
+    def client_eval(weights, data):
+      """(weights, ClientData) -> <loss_sum, correct, num_examples>"""
+      logits = models.forward(spec.layers, weights, data['x'])
+      per_example = models.loss_fn(loss, logits, data['y'])
+      hits = tf.equal(tf.argmax(logits, -1), tf.argmax(data['y'], -1))
+      return collections.OrderedDict(
+          loss_sum=tf.reduce_sum(per_example),
+          correct=tf.reduce_sum(tf.cast(hits, tf.float32)),
+          num_examples=tf.cast(tf.shape(data['x'])[0], tf.float32))
+
+    server_w = tff.FederatedType(w_type, tff.SERVER)
+    clients_d = tff.FederatedType(d_type, tff.CLIENTS)
+
+    @tff.federated_computation
+    def initialize():
+      """( -> weights@SERVER): w^0, drawn by the Keras model."""
+      return tff.federated_eval(initial_weights, tff.SERVER)
+
+    @tff.federated_computation(server_w, clients_d)
+    def next_fn(weights, data):
+      """(<weights@SERVER, {ClientData}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)"""
+      broadcast = tff.federated_broadcast(weights)
+      out = tff.federated_map(client_work, (broadcast, data))
+      delta = tff.federated_mean(out.delta, weight=out.num_examples)
+      local_loss = tff.federated_mean(out.local_loss, weight=out.num_examples)
+      new_weights = tff.federated_map(server_update, (weights, delta))
+      return new_weights, tff.federated_zip(
+          collections.OrderedDict(local_loss=local_loss))
+
+    @tff.federated_computation(server_w, clients_d)
+    def evaluate(weights, data):
+      """(<weights@SERVER, {ClientData}@CLIENTS> -> <loss_sum, correct, num_examples>@SERVER)"""
+      out = tff.federated_map(client_eval,
+                              (tff.federated_broadcast(weights), data))
+      return tff.federated_sum(out)
+
+    self.iterative_process = tff.templates.IterativeProcess(initialize, next_fn)
+    self.client_work = client_work
+    self.evaluate = evaluate
+
+  def initialize(self):
+    return self.iterative_process.initialize()
+
+  def next(self, weights, cohort_data):
+    return self.iterative_process.next(weights, cohort_data)
