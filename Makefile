@@ -1,0 +1,23 @@
+# `make reproduce` and `make test` set everything up on first use: a .venv
+# with the locked requirements (installed with --no-deps; see requirements.txt).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+OUT ?= runs
+
+.PHONY: reproduce test clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (TFF 0.87 needs <3.12)"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --no-deps -r requirements.txt
+	touch $@
+
+reproduce: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.train --flagfile=benchmarks/configs/quick.cfg --root_dir=$(OUT) --overwrite
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,173 @@
+"""The training binary end to end, in subprocesses: outputs, bad input,
+determinism across processes, and no TFF worker left behind."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ['--num_examples=48', '--input_dim=6', '--num_clients=3',
+         '--width=32', '--local_steps=2', '--batch_size=4', '--rounds=3']
+
+
+def train(tmp_path, *args, experiment='run', **kwargs):
+  cmd = [sys.executable, '-m', 'benchmarks.train', f'--root_dir={tmp_path}',
+         f'--experiment={experiment}', *args]
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, **kwargs)
+
+
+def start_train(tmp_path, *args):
+  return subprocess.Popen(
+      [sys.executable, '-m', 'benchmarks.train', f'--root_dir={tmp_path}',
+       '--experiment=run', *args],
+      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def wait_for_worker(proc, timeout=120):
+  """The worker_binary child of `proc`, once it has started."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    assert proc.poll() is None, proc.stderr.read()
+    for child in psutil.Process(proc.pid).children(recursive=True):
+      if 'worker_binary' in ' '.join(child.cmdline()):
+        return child
+    time.sleep(0.2)
+  raise AssertionError('no worker_binary started')
+
+
+def assert_gone(pid, timeout=10):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if not psutil.pid_exists(pid) or psutil.Process(pid).status() == 'zombie':
+      return
+    time.sleep(0.1)
+  raise AssertionError(f'worker_binary {pid} survived')
+
+
+def test_outputs(tmp_path):
+  result = train(tmp_path, *SMALL)
+  assert result.returncode == 0, result.stderr
+  out = tmp_path / 'run'
+  rows = read_csv(out / 'metrics.csv')
+  assert [r['round'] for r in rows] == ['0', '1', '2', '3']
+  assert {'round', 'train_loss', 'test_loss', 'system_round_time_s',
+          'system_examples_per_s'} <= set(rows[0])
+  config = json.loads((out / 'config.json').read_text())
+  assert config['width'] == 32 and config['local_steps'] == 2
+  summary = json.loads((out / 'summary.json').read_text())
+  assert summary['status'] == 'completed'
+  assert summary['rounds_completed'] == 3
+  assert summary['versions']['tensorflow_federated'] == '0.87.0'
+  assert float(rows[-1]['train_loss']) == summary['final']['train/loss']
+  acc = event_accumulator.EventAccumulator(str(out),
+                                           size_guidance={'tensors': 0})
+  acc.Reload()
+  tags = set(acc.Tags()['tensors'])
+  assert {'train/loss', 'test/loss', 'system/round_time_s',
+          'system/examples_per_s', 'config'} <= tags
+  losses = [float(tf.make_ndarray(e.tensor_proto))
+            for e in acc.Tensors('train/loss')]
+  assert losses == pytest.approx([float(r['train_loss']) for r in rows],
+                                 rel=1e-6)
+
+
+def test_classification_reports_accuracy(tmp_path):
+  result = train(tmp_path, '--dataset=digits', '--num_examples=200',
+                 '--num_clients=4', '--loss=xent', '--lr_scale=none',
+                 '--client_lr=0.1', '--width=32', '--local_steps=2',
+                 '--batch_size=8', '--rounds=2')
+  assert result.returncode == 0, result.stderr
+  row = read_csv(tmp_path / 'run' / 'metrics.csv')[-1]
+  for column in ('train_accuracy', 'test_accuracy'):
+    assert 0.0 <= float(row[column]) <= 1.0
+
+
+@pytest.mark.parametrize('args, flag', [
+    (['--width=0'], 'width'),
+    (['--client_lr=-1'], 'client_lr'),
+    (['--client_lr=nan'], 'client_lr'),
+    (['--num_examples=10', '--num_clients=20'], 'num_clients'),
+    (['--dataset=imagenet'], 'dataset'),
+    (['--width=abc'], 'width'),
+    (['--batch_size=100'], 'batch_size'),  # larger than a client's 16
+    (['--clients_per_round=5'], 'clients_per_round'),
+    (['--algorithm=minibatch_sgd'], 'local_steps'),  # K=2 is not minibatch SGD
+])
+def test_bad_flags_exit_2_and_write_nothing(tmp_path, args, flag):
+  result = train(tmp_path / 'root', *SMALL, *args)
+  assert result.returncode == 2, result.stderr
+  message = result.stderr.strip().splitlines()[-1]
+  assert f'--{flag}' in message
+  assert not (tmp_path / 'root').exists()
+
+
+def test_same_seed_bit_identical_across_processes(tmp_path):
+  args = [*SMALL, '--seed=7', '--clients_per_round=2']
+  first = train(tmp_path, *args, experiment='a')
+  second = train(tmp_path, *args, experiment='b')
+  other = train(tmp_path, *args[:-2], '--seed=8', '--clients_per_round=2',
+                experiment='c')
+  assert first.returncode == second.returncode == other.returncode == 0
+  def results(name):
+    rows = read_csv(tmp_path / name / 'metrics.csv')
+    summary = json.loads((tmp_path / name / 'summary.json').read_text())
+    return ([(r['train_loss'], r['test_loss'], r['train_local_loss'])
+             for r in rows], summary['final_weights_sha256'])
+  assert results('a') == results('b')
+  assert results('a')[1] != results('c')[1]
+
+
+def test_no_worker_survives_a_normal_run(tmp_path):
+  proc = start_train(tmp_path, *SMALL[:-1], '--rounds=30')
+  worker = wait_for_worker(proc)
+  assert proc.wait(timeout=300) == 0
+  assert_gone(worker.pid)
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM,
+                                 signal.SIGKILL])
+def test_no_worker_survives_a_signal(tmp_path, sig):
+  proc = start_train(tmp_path, *SMALL[:-1], '--rounds=100000')
+  worker = wait_for_worker(proc)
+  proc.send_signal(sig)
+  assert proc.wait(timeout=60) != 0
+  assert_gone(worker.pid)
+  if sig != signal.SIGKILL:  # a catchable signal still leaves a summary
+    summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
+    assert summary['status'] == 'interrupted'
+
+
+def test_no_worker_survives_an_exception(tmp_path):
+  # An exception inside the engine's block, in a process of its own.
+  script = ('from tff_localsgd.engines import native\n'
+            'with native.native_engine() as w:\n'
+            '  print(w.process.pid, flush=True)\n'
+            '  raise RuntimeError("boom")\n')
+  result = subprocess.run([sys.executable, '-c', script], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1 and 'boom' in result.stderr
+  assert_gone(int(result.stdout.split()[0]))
+
+
+def test_piped_output_does_not_hang(tmp_path):
+  # The worker used to inherit stdout and hold the pipe open after exit.
+  cmd = (f'{sys.executable} -m benchmarks.train --root_dir={tmp_path} '
+         f'--experiment=run {" ".join(SMALL)} 2>&1 | tail -n 1')
+  result = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+  assert 'completed after 3 rounds' in result.stdout

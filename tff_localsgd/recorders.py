@@ -1,0 +1,86 @@
+"""Writers at the edge: TensorBoard, metrics.csv, JSON. All files atomically.
+
+A reader (TensorBoard, the report, a user's script) never sees a half-written
+CSV or JSON file: each is written to a temporary file in the same directory
+and renamed over the old one.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+
+import tensorflow as tf
+
+
+def atomic_write(path: str, text: str):
+  """Writes `text` to `path` so that readers see the old or the new file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def _plain(value):
+  """JSON has no NaN/Inf: they become strings, so a diverged run still parses."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  return value
+
+
+def write_json(path: str, obj):
+  atomic_write(path, json.dumps(_plain(obj), indent=2, sort_keys=True) + '\n')
+
+
+class MetricsCSV:
+  """metrics.csv: one row per round; metrics not measured that round are empty."""
+
+  def __init__(self, path: str, columns):
+    self.path = path
+    self.columns = list(columns)
+    self.rows = []
+
+  def append(self, row: dict):
+    unknown = set(row) - set(self.columns)
+    if unknown:
+      raise KeyError(f'metrics.csv has no column for {sorted(unknown)}')
+    self.rows.append(row)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, self.columns, lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(self.rows)
+    atomic_write(self.path, out.getvalue())
+
+
+class TensorBoardRecorder:
+  """Scalars and text summaries in <run dir>/ as TF2 event files."""
+
+  def __init__(self, logdir: str):
+    self._writer = tf.summary.create_file_writer(logdir)
+
+  def scalars(self, step: int, values: dict):
+    with self._writer.as_default(step=step):
+      for tag, value in values.items():
+        tf.summary.scalar(tag, value)
+    self._writer.flush()
+
+  def text(self, tag: str, markdown: str):
+    with self._writer.as_default(step=0):
+      tf.summary.text(tag, markdown)
+    self._writer.flush()
+
+  def close(self):
+    self._writer.close()
