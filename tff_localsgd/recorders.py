@@ -65,6 +65,12 @@ class MetricsCSV:
     atomic_write(self.path, out.getvalue())
 
 
+def read_metrics(path) -> list:
+  """The rows of a metrics.csv, as dicts of strings ('' where not measured)."""
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
 class TensorBoardRecorder:
   """Scalars and text summaries in <run dir>/ as TF2 event files."""
 
