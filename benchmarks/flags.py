@@ -41,19 +41,27 @@ _HELP = {
     'rounds': 'T: communication rounds',
     'eval_every': 'evaluate train/test loss every this many rounds',
     'seed': 'seeds every random stream (data, partition, init, sampling)',
+    'diag_every': 'measure the diagnostics every this many rounds (0 = off)',
+    'lockstep_drift': 'on diagnostic rounds, run the lockstep round that '
+                      'measures drift/* at every local step',
+    'diag_per_step': 'also record the drift of every local step '
+                     '(TensorBoard drift_per_step/*, drift_steps.csv)',
+    'probe_size': 'training examples (chosen by seed) for activation flips '
+                  'and the NTK',
+    'ntk_every': 'measure the empirical NTK every this many rounds (0 = off)',
     'root_dir': 'runs are written to <root_dir>/<experiment>/',
     'experiment': 'name of this run\'s output directory',
 }
 
 _DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float,
-           str: flags.DEFINE_string}
+           str: flags.DEFINE_string, bool: flags.DEFINE_bool}
 
 
 def define_config_flags():
   """Defines one flag per ExperimentConfig field."""
   for field in dataclasses.fields(config_lib.ExperimentConfig):
-    kind = {'int': int, 'float': float, 'str': str}[field.type] if isinstance(
-        field.type, str) else field.type
+    kind = {'int': int, 'float': float, 'str': str, 'bool': bool}.get(
+        field.type, field.type)
     _DEFINE[kind](field.name, field.default, _HELP[field.name])
 
 

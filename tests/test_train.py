@@ -171,3 +171,34 @@ def test_piped_output_does_not_hang(tmp_path):
   result = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
   assert 'completed after 3 rounds' in result.stdout
+
+
+def test_diagnostics_do_not_change_the_trajectory(tmp_path):
+  plain = train(tmp_path, *SMALL[:-1], '--rounds=4', experiment='plain')
+  diag = train(tmp_path, *SMALL[:-1], '--rounds=4', '--diag_every=2',
+               '--ntk_every=2', '--probe_size=8', '--diag_per_step',
+               experiment='diag')
+  assert plain.returncode == diag.returncode == 0, diag.stderr
+  def summary(name):
+    return json.loads((tmp_path / name / 'summary.json').read_text())
+  assert (summary('plain')['final_weights_sha256'] ==
+          summary('diag')['final_weights_sha256'])
+  rows = read_csv(tmp_path / 'diag' / 'metrics.csv')
+  measured = [r['round'] for r in rows if r['drift_grad_diff']]
+  assert measured == ['2', '4']
+  assert all(r['lazy_activation_flip_frac'] for r in rows if r['round'] in
+             ('0', '2', '4'))
+  steps = read_csv(tmp_path / 'diag' / 'drift_steps.csv')
+  assert [(r['round'], r['local_step']) for r in steps] == [
+      (t, k) for t in ('2', '4') for k in ('0', '1')]
+  acc = event_accumulator.EventAccumulator(
+      str(tmp_path / 'diag'), size_guidance={'tensors': 0, 'histograms': 0})
+  acc.Reload()
+  tags = set(acc.Tags()['tensors'])
+  assert {'drift/grad_diff', 'drift/grad_diff_rel', 'drift/smooth_eff',
+          'drift/nonsmooth_frac', 'drift/model_divergence',
+          'drift/grad_diff_vs_start', 'lazy/weight_change_rel/hidden_1',
+          'lazy/weight_change_spectral_rel/hidden_1',
+          'lazy/activation_flip_frac/hidden_1', 'ntk/lambda_min',
+          'ntk/rel_change', 'train/grad_norm', 'drift_per_step/grad_diff',
+          'clients/train_loss', 'clients/drift/grad_diff'} <= tags

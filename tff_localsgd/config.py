@@ -61,6 +61,12 @@ class ExperimentConfig:
   rounds: int = 50
   eval_every: int = 1
   seed: int = 0
+  # Diagnostics (see tff_localsgd/diagnostic_process.py).
+  diag_every: int = 0  # 0 = off
+  lockstep_drift: bool = True
+  diag_per_step: bool = False
+  probe_size: int = 64
+  ntk_every: int = 0  # 0 = off
   # Output.
   root_dir: str = 'runs'
   experiment: str = 'default'
@@ -105,7 +111,8 @@ class ExperimentConfig:
       value = getattr(self, name)
       if not (math.isfinite(value) and value > 0):
         raise ConfigError(name, f'must be a finite number > 0, got {value}')
-    for name in ('num_examples', 'depth', 'clients_per_round', 'seed'):
+    for name in ('num_examples', 'depth', 'clients_per_round', 'seed',
+                 'diag_every', 'ntk_every', 'probe_size'):
       if getattr(self, name) < 0:
         raise ConfigError(name, f'must be >= 0, got {getattr(self, name)}')
     if self.dataset == 'synthetic' and self.num_examples == 0:
@@ -129,12 +136,18 @@ class ExperimentConfig:
     if self.loss == 'xent' and self.dataset == 'synthetic':
       raise ConfigError('loss', 'xent needs class labels; synthetic targets '
                         'are real-valued')
+    if self.ntk_every and not self.probe_size:
+      raise ConfigError('probe_size', 'the NTK is measured on the probe set; '
+                        'it needs probe_size > 0')
     if not self.experiment or '/' in self.experiment:
       raise ConfigError('experiment', 'must be a non-empty name without "/"')
     return self
 
   def validate_against_data(self, client_sizes) -> 'ExperimentConfig':
     """Checks what depends on the partition: client sizes n_i."""
+    if self.diag_every and self.probe_size > sum(client_sizes):
+      raise ConfigError('probe_size', f'{self.probe_size} > the '
+                        f'{sum(client_sizes)} training examples')
     smallest = min(client_sizes)
     if smallest < 1:
       raise ConfigError('num_clients', 'a client received no examples')

@@ -58,6 +58,7 @@ from tff_localsgd.config import ConfigError
 DATA_STREAM = 1  # synthetic generation, test split, subsampling
 PARTITION_STREAM = 2  # client assignment
 DISTANCE_STREAM = 3  # subsample for min_pairwise_distance
+PROBE_STREAM = 5  # the probe set of the diagnostics
 
 TEACHER_WIDTH = 64
 NUM_PSEUDO_LABELS = 10
@@ -121,6 +122,12 @@ class FederatedData:
   @property
   def train_y(self) -> np.ndarray:
     return np.concatenate(self.client_y)
+
+
+def probe_set(data: FederatedData, size: int, seed: int) -> np.ndarray:
+  """`size` training inputs, drawn without replacement by seed: the probe set."""
+  x = data.train_x
+  return x[np.sort(stream(seed, PROBE_STREAM).choice(len(x), size, replace=False))]
 
 
 def stream(seed: int, purpose: int) -> np.random.Generator:

@@ -39,26 +39,37 @@ def gradient(layers, loss, weights, trainable_indices, x, y):
   return value, tape.gradient(value, trainable)
 
 
+def sgd_step(spec, loss: str, weights, trainable, x, y, seed, k, *, lr: float,
+             batch_size: int, full_batch: bool):
+  """One local step k: (w_i^{t,k} trainable) -> (w_i^{t,k+1} trainable, loss).
+
+  `weights` supplies the frozen layers. The ordinary round runs this in a
+  tf.while_loop; the lockstep diagnostic round runs it one federated_map at a
+  time, so both follow the same trajectory.
+  """
+  full = spec.with_trainable(weights, trainable)
+  if full_batch:
+    xb, yb = x, y
+  else:
+    batch = sample_batch(seed, k, tf.shape(x)[0], batch_size)
+    xb, yb = tf.gather(x, batch), tf.gather(y, batch)
+  value, grads = gradient(spec.layers, loss, full, spec.trainable_indices, xb,
+                          yb)
+  return [w - lr * g for w, g in zip(trainable, grads)], value
+
+
 def local_steps_update(spec, loss: str, weights, x, y, seed, *, lr: float,
                        local_steps: int, batch_size: int, full_batch: bool):
   """K local steps from `weights`; returns (delta of trainable layers, loss).
 
-  loss is F_i at the start of the last local step's sample, a cheap running
-  measure; the global objective is computed separately by evaluation.
+  loss is f_i on the last local step's sample, before that step: a cheap
+  running measure; the global objective is computed separately by evaluation.
   """
-  layers, idx = spec.layers, spec.trainable_indices
-  start = [weights[i] for i in idx]
-  n = tf.shape(x)[0]
+  start = list(spec.trainable(weights))
 
   def step(k, trainable, _):
-    full = spec.with_trainable(weights, trainable)
-    if full_batch:
-      xb, yb = x, y
-    else:
-      batch = sample_batch(seed, k, n, batch_size)
-      xb, yb = tf.gather(x, batch), tf.gather(y, batch)
-    value, grads = gradient(layers, loss, full, idx, xb, yb)
-    new = [w - lr * g for w, g in zip(trainable, grads)]
+    new, value = sgd_step(spec, loss, weights, trainable, x, y, seed, k, lr=lr,
+                          batch_size=batch_size, full_batch=full_batch)
     return k + 1, new, value
 
   _, final, last_loss = tf.while_loop(

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_localsgd import diagnostics
 from tff_localsgd import local_update
 from tff_localsgd import models
 
@@ -69,9 +70,7 @@ class LocalSGDProcess:
     def initial_weights():
       return tuple(tf.constant(w) for w in initial)
 
-    @tff.tensorflow.computation(w_type, d_type)
-    def client_work(weights, data):
-      """(weights, ClientData) -> <delta, num_examples, loss>"""
+    def local_work(weights, data):
       delta, last_loss = local_update.local_steps_update(
           spec, loss, weights, data['x'], data['y'], data['seed'], lr=lr,
           local_steps=config.local_steps, batch_size=config.batch_size,
@@ -79,6 +78,21 @@ class LocalSGDProcess:
       n = tf.cast(tf.shape(data['x'])[0], tf.float32)
       return collections.OrderedDict(
           delta=tuple(delta), num_examples=n, local_loss=last_loss)
+
+    @tff.tensorflow.computation(w_type, d_type)
+    def client_work(weights, data):
+      """(weights, ClientData) -> <delta, num_examples, local_loss>"""
+      return local_work(weights, data)
+
+    @tff.tensorflow.computation(w_type, d_type)
+    def client_work_measured(weights, data):
+      """(weights, ClientData) -> <delta, num_examples, local_loss, grad_diff_vs_start>"""
+      out = local_work(weights, data)
+      local = [w + d for w, d in zip(spec.trainable(weights), out['delta'])]
+      out['grad_diff_vs_start'] = diagnostics.gradient_difference(
+          spec.layers, loss, spec.with_trainable(weights, local), weights,
+          spec.trainable_indices, data['x'], data['y'])
+      return out
 
     @tff.tensorflow.computation(w_type, delta_type)
     def server_update(weights, delta):
@@ -106,16 +120,20 @@ class LocalSGDProcess:
       """( -> weights@SERVER): w^0, drawn by the Keras model."""
       return tff.federated_eval(initial_weights, tff.SERVER)
 
-    @tff.federated_computation(server_w, clients_d)
-    def next_fn(weights, data):
-      """(<weights@SERVER, {ClientData}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)"""
-      broadcast = tff.federated_broadcast(weights)
-      out = tff.federated_map(client_work, (broadcast, data))
-      delta = tff.federated_mean(out.delta, weight=out.num_examples)
-      local_loss = tff.federated_mean(out.local_loss, weight=out.num_examples)
-      new_weights = tff.federated_map(server_update, (weights, delta))
-      return new_weights, tff.federated_zip(
-          collections.OrderedDict(local_loss=local_loss))
+    def round_fn(work, metric_names):
+      @tff.federated_computation(server_w, clients_d)
+      def next_fn(weights, data):
+        """(<weights@SERVER, {ClientData}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)"""
+        broadcast = tff.federated_broadcast(weights)
+        out = tff.federated_map(work, (broadcast, data))
+        delta = tff.federated_mean(out.delta, weight=out.num_examples)
+        new_weights = tff.federated_map(server_update, (weights, delta))
+        metrics = collections.OrderedDict(
+            (name, tff.federated_mean(getattr(out, name),
+                                      weight=out.num_examples))
+            for name in metric_names)
+        return new_weights, tff.federated_zip(metrics)
+      return next_fn
 
     @tff.federated_computation(server_w, clients_d)
     def evaluate(weights, data):
@@ -124,9 +142,17 @@ class LocalSGDProcess:
                               (tff.federated_broadcast(weights), data))
       return tff.federated_sum(out)
 
-    self.iterative_process = tff.templates.IterativeProcess(initialize, next_fn)
+    self.iterative_process = tff.templates.IterativeProcess(
+        initialize, round_fn(client_work, ['local_loss']))
+    # The same round, also measuring drift/grad_diff_vs_start: for rounds
+    # with diagnostics when the lockstep round is off.
+    self.next_measured = round_fn(client_work_measured,
+                                  ['local_loss', 'grad_diff_vs_start'])
     self.client_work = client_work
     self.evaluate = evaluate
+    self.server_update = server_update
+    self.weights_type = w_type
+    self.client_data_type = d_type
 
   def initialize(self):
     return self.iterative_process.initialize()

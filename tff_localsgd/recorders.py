@@ -46,17 +46,17 @@ def write_json(path: str, obj):
 
 
 class MetricsCSV:
-  """metrics.csv: one row per round; metrics not measured that round are empty."""
+  """A CSV of rows (one per round, or per local step); a value not measured
+  in a row is left empty. Columns appear in the order metrics first appear;
+  the whole file is rewritten atomically on every append."""
 
-  def __init__(self, path: str, columns):
+  def __init__(self, path: str, columns=()):
     self.path = path
     self.columns = list(columns)
     self.rows = []
 
   def append(self, row: dict):
-    unknown = set(row) - set(self.columns)
-    if unknown:
-      raise KeyError(f'metrics.csv has no column for {sorted(unknown)}')
+    self.columns += [k for k in row if k not in self.columns]
     self.rows.append(row)
     out = io.StringIO()
     writer = csv.DictWriter(out, self.columns, lineterminator='\n')
@@ -81,6 +81,12 @@ class TensorBoardRecorder:
     with self._writer.as_default(step=step):
       for tag, value in values.items():
         tf.summary.scalar(tag, value)
+    self._writer.flush()
+
+  def histograms(self, step: int, values: dict):
+    with self._writer.as_default(step=step):
+      for tag, value in values.items():
+        tf.summary.histogram(tag, value)
     self._writer.flush()
 
   def text(self, tag: str, markdown: str):

@@ -22,17 +22,14 @@ import tensorflow_federated as tff
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
+from tff_localsgd import diagnostic_process
+from tff_localsgd import diagnostics
 from tff_localsgd import models
 from tff_localsgd import process as process_lib
 from tff_localsgd import recorders
 from tff_localsgd.engines import native
 
 COHORT_STREAM = 4  # SeedSequence([seed, COHORT_STREAM, t]): round t's cohort
-
-TRAIN_METRICS = ('train/loss', 'train/accuracy')
-TEST_METRICS = ('test/loss', 'test/accuracy')
-ROUND_METRICS = ('train/local_loss', 'system/round_time_s',
-                 'system/examples_per_s')
 
 
 def run_dir(config) -> str:
@@ -89,6 +86,60 @@ def _evaluate(proc, weights, clients, num_classes, prefix):
   return out
 
 
+class _Diagnostics:
+  """Runs the diagnostic computations of a round and names their metrics."""
+
+  def __init__(self, proc, config, data, spec):
+    self.config = config
+    self.computations = diagnostic_process.DiagnosticComputations(
+        proc, config, data.input_shape)
+    self.probe_x = data_lib.probe_set(data, config.probe_size, config.seed)
+    self.initial = tuple(spec.initial_weights)
+    self.initial_gram = None
+    self.initial_spectral = None
+
+  def due(self, round_num) -> bool:
+    return bool(self.config.diag_every) and round_num % self.config.diag_every == 0
+
+  def lockstep_round(self, weights, cohort):
+    """One lockstep round: (w^{t+1}, round metrics, histograms, step rows)."""
+    weights, summary, per_client = self.computations.lockstep_next(weights,
+                                                                   cohort)
+    steps = summary['steps']
+    metrics = {'drift/grad_diff_vs_start': float(summary['grad_diff_vs_start']),
+               'drift/model_divergence': float(summary['model_divergence'])}
+    for name in diagnostic_process.DRIFT_STEP_METRICS:
+      values = [float(step[name]) for step in steps]
+      metrics[f'drift/{name}'] = float(np.mean(values))
+      metrics[f'drift/{name}_max'] = max(values)
+    histograms = {f'clients/drift/{k}': np.asarray(v, np.float32)
+                  for k, v in per_client.items()}
+    step_rows = [{'local_step': k, **{name: float(step[name])
+                                          for name in step}}
+                 for k, step in enumerate(steps)]
+    return weights, metrics, histograms, step_rows
+
+  def measure_model(self, weights, all_clients, round_num):
+    """Diagnostics of the averaged model w^t: lazy/*, ntk/*, train/grad_norm."""
+    comp = self.computations
+    if self.initial_spectral is None:
+      self.initial_spectral = comp.spectral_norms(self.initial)
+    metrics = {f'lazy/{k}': float(v) for k, v in comp.server_diagnostics(
+        weights, self.initial, self.initial_spectral, self.probe_x).items()}
+    grad_norm, client_losses = comp.client_probe(weights, all_clients)
+    metrics['train/grad_norm'] = float(grad_norm)
+    ntk_every = self.config.ntk_every
+    if ntk_every and round_num % ntk_every == 0:
+      gram = np.asarray(comp.ntk_gram(weights, self.probe_x), np.float64)
+      if self.initial_gram is None:
+        self.initial_gram = np.asarray(
+            comp.ntk_gram(self.initial, self.probe_x), np.float64)
+      metrics.update({k: float(v) for k, v in diagnostics.ntk_summary(
+          tf.constant(gram), tf.constant(self.initial_gram)).items()})
+    histograms = {'clients/train_loss': np.asarray(client_losses, np.float32)}
+    return metrics, histograms
+
+
 def run(experiment: Experiment) -> dict:
   """Trains for config.rounds rounds; returns (and writes) the summary."""
   config, data, spec = experiment.config, experiment.data, experiment.spec
@@ -98,6 +149,7 @@ def run(experiment: Experiment) -> dict:
                        dataclasses.asdict(config))
   proc = process_lib.LocalSGDProcess(spec, config, data.input_shape,
                                      data.output_dim)
+  diag = _Diagnostics(proc, config, data, spec) if config.diag_every else None
   n_clients = config.num_clients
 
   def clients(indices, round_num):
@@ -108,24 +160,49 @@ def run(experiment: Experiment) -> dict:
   all_clients = clients(range(n_clients), 0)
   test = ([process_lib.client_data(data.test_x, data.test_y, config.seed, 0,
                                    0, 1)] if data.test_x is not None else None)
-  evaluated = TRAIN_METRICS + (TEST_METRICS if test else ())
-  columns = ['round'] + [c for c in evaluated
-                         if data.num_classes or not c.endswith('accuracy')]
-  csv = recorders.MetricsCSV(os.path.join(out, 'metrics.csv'),
-                             [csv_column(c) for c in columns + list(ROUND_METRICS)])
+  csv = recorders.MetricsCSV(os.path.join(out, 'metrics.csv'), ['round'])
+  step_csv = recorders.MetricsCSV(os.path.join(out, 'drift_steps.csv'),
+                                  ['round', 'local_step'])
   board = recorders.TensorBoardRecorder(out)
   board.text('config', '```\n' + config.to_json() + '\n```')
 
-  def evaluate(weights):
+  def evaluate(weights, round_num):
     metrics = _evaluate(proc, weights, all_clients, data.num_classes, 'train')
     if test:
       metrics.update(_evaluate(proc, weights, test, data.num_classes, 'test'))
+    if diag and diag.due(round_num):
+      tick = time.perf_counter()
+      model_metrics, histograms = diag.measure_model(weights, all_clients,
+                                                     round_num)
+      metrics.update(model_metrics)
+      metrics['system/diag_time_s'] = time.perf_counter() - tick
+      board.histograms(round_num, histograms)
     return metrics
 
   def record(round_num, metrics):
     board.scalars(round_num, metrics)
     csv.append({'round': round_num,
                 **{csv_column(k): v for k, v in metrics.items()}})
+
+  def train_round(weights, t, cohort_data):
+    if not (diag and diag.due(t)):
+      weights, out = proc.next(weights, cohort_data)
+      return weights, {'train/local_loss': float(out['local_loss'])}
+    if not config.lockstep_drift:
+      weights, out = proc.next_measured(weights, cohort_data)
+      return weights, {
+          'train/local_loss': float(out['local_loss']),
+          'drift/grad_diff_vs_start': float(out['grad_diff_vs_start'])}
+    weights, metrics, histograms, step_rows = diag.lockstep_round(
+        weights, cohort_data)
+    board.histograms(t, histograms)
+    if config.diag_per_step:
+      for row in step_rows:
+        global_step = (t - 1) * config.local_steps + row['local_step']
+        board.scalars(global_step, {f'drift_per_step/{k}': v for k, v in
+                                    row.items() if k != 'local_step'})
+        step_csv.append({'round': t, **row})
+    return weights, metrics
 
   summary = dict(status='running', rounds_completed=0, versions=versions(),
                  num_parameters=spec.num_parameters(),
@@ -136,27 +213,23 @@ def run(experiment: Experiment) -> dict:
   try:
     with native.native_engine(log_path=os.path.join(out, 'worker.log')):
       weights = proc.initialize()
-      metrics = evaluate(weights)
+      metrics = evaluate(weights, 0)
       record(0, metrics)
-      initial_loss = metrics['train/loss']
       summary['initial'] = metrics
       logging.info('round 0/%d train/loss %.4g  (n=%d, N=%d, delta=%.3g)',
-                   config.rounds, initial_loss, data.num_examples, n_clients,
-                   data.min_pairwise_distance)
+                   config.rounds, metrics['train/loss'], data.num_examples,
+                   n_clients, data.min_pairwise_distance)
       for t in range(1, config.rounds + 1):
         tick = time.perf_counter()
         cohort = sample_cohort(config.seed, t, n_clients, config.cohort_size)
-        weights, round_out = proc.next(weights, clients(cohort, t))
+        weights, metrics = train_round(weights, t, clients(cohort, t))
         round_time = time.perf_counter() - tick
-        metrics = {
-            'train/local_loss': float(round_out['local_loss']),
-            'system/round_time_s': round_time,
-            'system/examples_per_s':
-                examples_per_round(config, data.client_sizes, cohort)
-                / round_time,
-        }
-        if t % config.eval_every == 0 or t == config.rounds:
-          metrics.update(evaluate(weights))
+        metrics['system/round_time_s'] = round_time
+        metrics['system/examples_per_s'] = examples_per_round(
+            config, data.client_sizes, cohort) / round_time
+        if t % config.eval_every == 0 or t == config.rounds or (
+            diag and diag.due(t)):
+          metrics.update(evaluate(weights, t))
         record(t, metrics)
         summary['rounds_completed'] = t
         elapsed = time.perf_counter() - start
@@ -165,10 +238,11 @@ def run(experiment: Experiment) -> dict:
                      '%.4g' % metrics['train/loss'] if 'train/loss' in metrics
                      else '-', round_time,
                      elapsed / t * (config.rounds - t))
-        if not all(math.isfinite(v) for v in metrics.values()):
+        if not all(math.isfinite(metrics.get(k, 0.0))
+                   for k in ('train/loss', 'train/local_loss')):
           summary['status'] = 'diverged'
-          logging.error('round %d: loss or weights are not finite; the run '
-                        'diverged (try a smaller --client_lr)', t)
+          logging.error('round %d: the loss is not finite; the run diverged '
+                        '(try a smaller --client_lr)', t)
           break
       else:
         summary['status'] = 'completed'

@@ -1,0 +1,217 @@
+"""TFF computations that measure what the convergence proof rests on.
+
+Notation: cohort S_t, weights p_i = n_i / sum_j n_j, K local steps, local
+models w_i^{t,k}, their virtual average w_bar^{t,k} = sum_i p_i w_i^{t,k}.
+
+`lockstep_next` is a round that gives the same w^{t+1} as the ordinary round
+(the same `sgd_step`, the same weighted mean of deltas, the same server
+update) but runs the K local steps one federated_map at a time, averaging the
+local models after every step, broadcasting w_bar^{t,k} and measuring on every
+client, at each local step k = 0..K-1 (the points where the local gradients
+are taken; at k = 0 every w_i = w^t, so the first step's drift is 0):
+
+    grad_diff_k      = sum_i p_i ||grad F_i(w_i^{t,k}) - grad F_i(w_bar^{t,k})||
+    grad_diff_rel_k  = grad_diff_k / ||sum_i p_i grad F_i(w_bar^{t,k})||
+    smooth_eff_k     = eta * grad_diff_k / sum_i p_i ||w_i^{t,k} - w_bar^{t,k}||
+    nonsmooth_frac_k = sum_i p_i ||grad F_i(w_i) - grad F_i(w_bar)
+                                    - hess F_i(w_bar)(w_i - w_bar)|| / grad_diff_k
+    model_divergence = sum_i p_i ||w_i^{t,K} - w_bar^{t,K}||
+    grad_diff_vs_start = sum_i p_i ||grad F_i(w_i^{t,K}) - grad F_i(w^t)||
+
+The gradients are of the clients' full objectives F_i; the per-step values
+are reported as their mean and max over k. 0/0 (one client, or K = 1) is
+reported as 0; with one client or K = 1 the drift is exactly 0. Its type:
+
+    (<weights@SERVER, {ClientData}@CLIENTS> ->
+     <weights@SERVER, <per-step drift>@SERVER, <per-client drift>@CLIENTS>)
+
+It has K + 1 aggregations, so it has no MapReduceForm; it runs on the native
+engine. `server_diagnostics`, `ntk_gram` and `client_probe` measure the
+averaged model: weight change, activation flips, NTK, grad F and F_i.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_localsgd import diagnostics
+from tff_localsgd import local_update
+from tff_localsgd import models
+from tff_localsgd import process as process_lib
+
+DRIFT_STEP_METRICS = ('grad_diff', 'grad_diff_rel', 'smooth_eff',
+                      'nonsmooth_frac')
+
+
+def _norm(tensors):
+  return tf.linalg.global_norm(list(tensors))
+
+
+class DiagnosticComputations:
+  """The diagnostic computations for one LocalSGDProcess."""
+
+  def __init__(self, proc: process_lib.LocalSGDProcess, config, probe_shape):
+    spec, layers, idx = proc.spec, proc.spec.layers, proc.spec.trainable_indices
+    loss, lr, num_steps = config.loss, config.lr, config.local_steps
+    full_batch = config.algorithm == 'local_gd'
+    w_type, d_type = proc.weights_type, proc.client_data_type
+    t_type = process_lib.weights_type(spec.trainable(spec.initial_weights))
+    probe_type = tff.TensorType(np.float32, [None, *probe_shape])
+
+    @tff.tensorflow.computation(w_type)
+    def trainable_of(weights):
+      return tuple(spec.trainable(weights))
+
+    @tff.tensorflow.computation(d_type)
+    def num_examples(data):
+      return tf.cast(tf.shape(data['x'])[0], tf.float32)
+
+    @tff.tensorflow.computation(w_type, t_type, d_type, np.int32)
+    def client_step(weights, local, data, k):
+      """(w^t, w_i^{t,k}, ClientData, k) -> w_i^{t,k+1}"""
+      new, _ = local_update.sgd_step(
+          spec, loss, weights, list(local), data['x'], data['y'],
+          data['seed'], k, lr=lr, batch_size=config.batch_size,
+          full_batch=full_batch)
+      return tuple(new)
+
+    @tff.tensorflow.computation(w_type, t_type, t_type, d_type)
+    def client_measure(weights, local, average, data):
+      """(w^t, w_i^{t,k}, w_bar^{t,k}, ClientData) -> drift of client i"""
+      drift = diagnostics.client_drift(
+          layers, loss, spec.with_trainable(weights, local),
+          spec.with_trainable(weights, average), idx, data['x'], data['y'])
+      return collections.OrderedDict(
+          grad_diff=drift['grad_diff'], weight_dist=drift['weight_dist'],
+          nonsmooth=drift['nonsmooth'], grad_avg=tuple(drift['grad_avg']))
+
+    @tff.tensorflow.computation(w_type, t_type, d_type)
+    def client_end(weights, local, data):
+      """(w^t, w_i^{t,K}, ClientData) -> <delta_i, grad_diff_vs_start_i>"""
+      start = spec.trainable(weights)
+      _, g_local = local_update.gradient(
+          layers, loss, spec.with_trainable(weights, local), idx, data['x'],
+          data['y'])
+      _, g_start = local_update.gradient(layers, loss, weights, idx,
+                                         data['x'], data['y'])
+      return collections.OrderedDict(
+          delta=tuple(w - w0 for w, w0 in zip(local, start)),
+          grad_diff_vs_start=_norm(a - b for a, b in zip(g_local, g_start)))
+
+    means_type = client_measure.type_signature.result
+
+    @tff.tensorflow.computation(means_type)
+    def server_combine(means):
+      """p-weighted means at step k -> the step's drift metrics"""
+      grad_norm = _norm(means['grad_avg'])
+      return collections.OrderedDict(
+          grad_diff=means['grad_diff'],
+          grad_diff_rel=tf.math.divide_no_nan(means['grad_diff'], grad_norm),
+          smooth_eff=lr * tf.math.divide_no_nan(means['grad_diff'],
+                                                means['weight_dist']),
+          nonsmooth_frac=tf.math.divide_no_nan(means['nonsmooth'],
+                                               means['grad_diff']))
+
+    @tff.tensorflow.computation(np.float32, np.float32)
+    def share(n, total):
+      return n / total
+
+    @tff.tensorflow.computation(t_type, np.float32)
+    def scale(local, p):
+      return tuple(p * w for w in local)
+
+    @tff.tensorflow.computation(t_type, t_type)
+    def distance(local, average):
+      return _norm(a - b for a, b in zip(local, average))
+
+    def virtual_average(local, p):
+      # sum_i p_i w_i with p_i = n_i / n computed on the client: exact for a
+      # single client (p = 1), unlike sum_i n_i w_i / n.
+      return tff.federated_broadcast(
+          tff.federated_sum(tff.federated_map(scale, (local, p))))
+
+    @tff.federated_computation(tff.FederatedType(w_type, tff.SERVER),
+                               tff.FederatedType(d_type, tff.CLIENTS))
+    def lockstep_next(weights, data):
+      """(<weights@SERVER, {ClientData}@CLIENTS> -> <weights@SERVER, steps@SERVER, clients@CLIENTS>)"""
+      broadcast = tff.federated_broadcast(weights)
+      n = tff.federated_map(num_examples, data)
+      p = tff.federated_map(share, (n, tff.federated_broadcast(
+          tff.federated_sum(n))))
+      start = tff.federated_map(trainable_of, broadcast)
+      local, steps = start, []
+      for k in range(num_steps):
+        # At k = 0 every client holds w^t: the average is w^t, exactly.
+        average = start if k == 0 else virtual_average(local, p)
+        measured = tff.federated_map(client_measure,
+                                     (broadcast, local, average, data))
+        steps.append(tff.federated_map(
+            server_combine, tff.federated_mean(measured, weight=n)))
+        step = tff.federated_broadcast(tff.federated_value(np.int32(k),
+                                                          tff.SERVER))
+        local = tff.federated_map(client_step, (broadcast, local, data, step))
+      divergence = tff.federated_map(distance,
+                                     (local, virtual_average(local, p)))
+      end = tff.federated_map(client_end, (broadcast, local, data))
+      delta = tff.federated_mean(end.delta, weight=n)
+      new_weights = tff.federated_map(proc.server_update, (weights, delta))
+      summary = collections.OrderedDict(
+          steps=tff.federated_zip(tuple(steps)),
+          model_divergence=tff.federated_mean(divergence, weight=n),
+          grad_diff_vs_start=tff.federated_mean(end.grad_diff_vs_start,
+                                                weight=n))
+      per_client = collections.OrderedDict(
+          grad_diff=measured.grad_diff, nonsmooth=measured.nonsmooth,
+          model_divergence=divergence,
+          grad_diff_vs_start=end.grad_diff_vs_start)
+      return new_weights, tff.federated_zip(summary), per_client
+
+    @tff.tensorflow.computation(w_type)
+    def spectral_norms(weights):
+      """w -> {layer: ||W_l||_2} for the hidden m x m layers"""
+      return diagnostics.hidden_spectral_norms(layers, weights, idx)
+
+    @tff.tensorflow.computation(w_type, w_type,
+                                spectral_norms.type_signature.result,
+                                probe_type)
+    def server_diagnostics(weights, initial, initial_spectral, probe_x):
+      """(w^t, w^0, ||W_l^0||_2, probe inputs) -> weight change, activation flips"""
+      out = collections.OrderedDict()
+      out.update(diagnostics.weight_change(
+          layers, weights, initial, idx, initial_spectral=initial_spectral))
+      out.update(diagnostics.activation_flip_fraction(layers, weights, initial,
+                                                      probe_x))
+      return out
+
+    @tff.tensorflow.computation(w_type, probe_type)
+    def ntk_gram(weights, probe_x):
+      """(w, probe inputs) -> H, the empirical NTK Gram matrix [P, P]"""
+      return diagnostics.ntk_gram(layers, weights, idx, probe_x)
+
+    @tff.tensorflow.computation(w_type, d_type)
+    def client_grad(weights, data):
+      value, grads = local_update.gradient(layers, loss, weights, idx,
+                                           data['x'], data['y'])
+      return collections.OrderedDict(loss=value, grad=tuple(grads))
+
+    @tff.tensorflow.computation(client_grad.type_signature.result.grad)
+    def global_norm(grads):
+      return _norm(grads)
+
+    @tff.federated_computation(tff.FederatedType(w_type, tff.SERVER),
+                               tff.FederatedType(d_type, tff.CLIENTS))
+    def client_probe(weights, data):
+      """(<weights@SERVER, {ClientData}@CLIENTS> -> <||grad F(w)||@SERVER, {F_i(w)}@CLIENTS>)"""
+      out = tff.federated_map(client_grad,
+                              (tff.federated_broadcast(weights), data))
+      n = tff.federated_map(num_examples, data)
+      grad = tff.federated_mean(out.grad, weight=n)
+      return tff.federated_map(global_norm, grad), out.loss
+
+    self.lockstep_next = lockstep_next
+    self.spectral_norms = spectral_norms
+    self.server_diagnostics = server_diagnostics
+    self.ntk_gram = ntk_gram
+    self.client_probe = client_probe
