@@ -3,7 +3,8 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-OUT ?= runs
+OUT ?= reports/quick-cpu
+PRESET ?= quick
 
 .PHONY: reproduce test clean
 
@@ -14,7 +15,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(BIN)/python -m benchmarks.train --flagfile=benchmarks/configs/quick.cfg --root_dir=$(OUT) --overwrite
+	$(BIN)/python -m benchmarks.reproduce --preset=$(PRESET) --out=$(OUT)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

@@ -173,3 +173,12 @@ def unit_rows(rng, n, d):
 
 def one_hot(labels, c):
   return np.eye(c, dtype=np.float32)[np.asarray(labels)]
+
+
+def assert_close_rel(actual, desired, rtol):
+  """|actual - desired| <= rtol * max|desired|, elementwise."""
+  actual, desired = np.asarray(actual), np.asarray(desired)
+  assert actual.shape == desired.shape
+  scale = np.max(np.abs(desired))
+  assert scale > 0
+  np.testing.assert_allclose(actual, desired, rtol=0, atol=rtol * scale)

@@ -7,17 +7,9 @@ import pytest
 import tensorflow as tf
 
 import numpy_reference as ref
+from numpy_reference import assert_close_rel
 from tff_localsgd import local_update
 from tff_localsgd import models
-
-
-def assert_close_rel(actual, desired, rtol):
-  """|actual - desired| <= rtol * max|desired|, elementwise."""
-  actual, desired = np.asarray(actual), np.asarray(desired)
-  assert actual.shape == desired.shape
-  scale = np.max(np.abs(desired))
-  assert scale > 0
-  np.testing.assert_allclose(actual, desired, rtol=0, atol=rtol * scale)
 
 
 # Functional forward == Keras.

@@ -82,6 +82,13 @@ class ExperimentConfig:
   def cohort_size(self) -> int:
     return self.clients_per_round or self.num_clients
 
+  def examples_per_round(self, cohort_sizes) -> int:
+    """Example gradients one round computes: K * B per client (K * n_i for
+    local_gd), summed over the cohort's sizes n_i."""
+    if self.algorithm == 'local_gd':
+      return self.local_steps * int(sum(cohort_sizes))
+    return self.local_steps * self.batch_size * len(cohort_sizes)
+
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 

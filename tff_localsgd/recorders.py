@@ -65,6 +65,26 @@ class MetricsCSV:
     atomic_write(self.path, out.getvalue())
 
 
+def read_json(path):
+  """The JSON object at path, or None if it is missing, unreadable or not an
+  object (a half-finished run has no summary.json)."""
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return value if isinstance(value, dict) else None
+
+
+def to_number(value):
+  """A metric as a float (JSON stores NaN and Inf as strings; CSV leaves
+  unmeasured cells empty): None where there is no number."""
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return None
+
+
 def read_metrics(path) -> list:
   """The rows of a metrics.csv, as dicts of strings ('' where not measured)."""
   with open(path, newline='') as f:

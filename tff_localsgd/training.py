@@ -46,13 +46,6 @@ def sample_cohort(seed: int, round_num: int, num_clients: int,
   return np.sort(rng.choice(num_clients, cohort_size, replace=False))
 
 
-def examples_per_round(config, client_sizes, cohort) -> int:
-  """Examples whose gradient a round computes: K * B (or K * n_i) per client."""
-  if config.algorithm == 'local_gd':
-    return config.local_steps * int(sum(client_sizes[i] for i in cohort))
-  return config.local_steps * config.batch_size * len(cohort)
-
-
 def versions() -> dict:
   return dict(python=platform.python_version(), tensorflow=tf.__version__,
               tensorflow_federated=tff.__version__, numpy=np.__version__)
@@ -225,8 +218,8 @@ def run(experiment: Experiment) -> dict:
         weights, metrics = train_round(weights, t, clients(cohort, t))
         round_time = time.perf_counter() - tick
         metrics['system/round_time_s'] = round_time
-        metrics['system/examples_per_s'] = examples_per_round(
-            config, data.client_sizes, cohort) / round_time
+        metrics['system/examples_per_s'] = config.examples_per_round(
+            [data.client_sizes[i] for i in cohort]) / round_time
         if t % config.eval_every == 0 or t == config.rounds or (
             diag and diag.due(t)):
           metrics.update(evaluate(weights, t))

@@ -1,0 +1,305 @@
+"""Sweeps: grid expansion and validation (pure), and sweeps of tiny trials in
+subprocesses: outputs, resuming, failures, timeouts, bad input and SIGTERM.
+
+Each trial is a process that imports TF and TFF (several seconds), so the
+tests use few trials; a fake `python` (a shell script that records its
+arguments, then fails, hangs or execs the real interpreter) shows which
+trials ran."""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+from tff_localsgd import config as config_lib
+from tff_localsgd import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(num_examples=24, input_dim=4, num_clients=2, width=16,
+            local_steps=2, batch_size=4, rounds=2)
+TINY_FLAGS = [f'--{k}={v}' for k, v in TINY.items()]
+NAMES = ['width-16_local_steps-2_seed-0', 'width-16_local_steps-2_seed-1',
+         'width-32_local_steps-2_seed-0', 'width-32_local_steps-2_seed-1']
+
+
+def tiny_base(**overrides):
+  return dataclasses.asdict(config_lib.ExperimentConfig(**{**TINY,
+                                                           **overrides}))
+
+
+def run_binary(root, *args, **kwargs):
+  return subprocess.run(
+      [sys.executable, '-m', 'benchmarks.sweep', f'--root_dir={root}', *args],
+      cwd=ROOT, capture_output=True, text=True, **kwargs)
+
+
+def fake_python(tmp_path, cases=''):
+  """A `python` that appends its arguments to launches.txt, runs the shell
+  `case` branches given (patterns on the arguments), else the real one."""
+  launches = tmp_path / 'launches.txt'
+  script = tmp_path / 'python'
+  script.write_text(f'#!/bin/sh\necho "$*" >> {launches}\n'
+                    f'case "$*" in\n{cases}esac\n'
+                    f'exec {sys.executable} "$@"\n')
+  script.chmod(script.stat().st_mode | stat.S_IXUSR)
+  return str(script), launches
+
+
+def launched(launches):
+  """The trial names the fake python was started for."""
+  if not launches.exists():
+    return []
+  return sorted(arg.split('=', 1)[1] for line in launches.read_text().split(
+      '\n') for arg in line.split() if arg.startswith('--experiment='))
+
+
+def tags(directory):
+  acc = event_accumulator.EventAccumulator(str(directory),
+                                           size_guidance={'tensors': 0})
+  acc.Reload()
+  return set(acc.Tags()['tensors'])
+
+
+def gone(pid):
+  try:
+    return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+  except psutil.NoSuchProcess:
+    return True
+
+
+def wait_gone(pids, timeout=20):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline and not all(map(gone, pids)):
+    time.sleep(0.1)
+  return [p for p in pids if not gone(p)]
+
+
+# Grid expansion: pure and fast.
+
+
+def test_expand_grid_order_names_and_values():
+  grid = sweep.parse_grid(['width=64,256', 'local_steps=1,5'])
+  trials = sweep.expand_grid(grid, [0, 1], tiny_base())
+  assert [t.name for t in trials] == [
+      f'width-{m}_local_steps-{k}_seed-{s}'
+      for m in (64, 256) for k in (1, 5) for s in (0, 1)]
+  first = trials[0]
+  assert first.swept == {'width': 64, 'local_steps': 1, 'seed': 0}
+  assert type(first.swept['width']) is int
+  assert '--width=64' in first.flags and '--seed=0' in first.flags
+  assert '--rounds=2' in first.flags  # base flags are passed on
+  assert not any(f.startswith(('--root_dir', '--experiment'))
+                 for f in first.flags)
+  config = sweep.trial_config(first)
+  assert config['local_steps'] == 1 and config['client_lr'] == 1.0
+  assert trials == sweep.expand_grid(grid, [0, 1], tiny_base())
+
+
+def test_expand_grid_converts_types_and_makes_safe_names():
+  grid = {'client_lr': ['0.5', '2'], 'lockstep_drift': ['true', '0'],
+          'data_dir': ['/tmp/a b']}
+  trials = sweep.expand_grid(grid, [3], tiny_base())
+  assert [t.swept for t in trials[:2]] == [
+      {'client_lr': 0.5, 'lockstep_drift': True, 'data_dir': '/tmp/a b',
+       'seed': 3},
+      {'client_lr': 0.5, 'lockstep_drift': False, 'data_dir': '/tmp/a b',
+       'seed': 3}]
+  assert trials[0].name == ('client_lr-0.5_lockstep_drift-true_'
+                            'data_dir-_tmp_a_b_seed-3')
+  assert '--lockstep_drift=false' in trials[1].flags
+  assert '--client_lr=2.0' in trials[2].flags
+  assert all('/' not in t.name and ' ' not in t.name for t in trials)
+  # No grid: one trial per seed.
+  assert [t.name for t in sweep.expand_grid({}, [0, 1], tiny_base())] == [
+      'seed-0', 'seed-1']
+
+
+@pytest.mark.parametrize('grid, field, words', [
+    ({'depthh': ['1']}, 'grid', 'depthh'),
+    ({'seed': ['1', '2']}, 'grid', 'seed'),
+    ({'experiment': ['a']}, 'grid', 'experiment'),
+    ({'width': ['16', '016']}, 'grid', 'twice'),
+    ({'width': ['16', 'abc']}, 'width', 'abc'),
+    ({'lockstep_drift': ['yes']}, 'lockstep_drift', 'bool'),
+    ({'width': ['16', '0']}, 'width', 'trial width-0_seed-0'),
+    ({'local_steps': ['1', '2'], 'algorithm': ['minibatch_sgd']},
+     'local_steps', 'trial local_steps-2_algorithm-minibatch_sgd_seed-0'),
+])
+def test_expand_grid_errors_name_the_field(grid, field, words):
+  with pytest.raises(config_lib.ConfigError) as e:
+    sweep.expand_grid(grid, [0], tiny_base())
+  assert e.value.field == field
+  assert str(e.value).startswith(f'--{field}: ') and words in str(e.value)
+
+
+@pytest.mark.parametrize('specs', [['width'], ['width='], ['=1,2'],
+                                   ['width=1,,2'], ['width=1', 'width=2']])
+def test_parse_grid_errors_name_grid(specs):
+  with pytest.raises(config_lib.ConfigError) as e:
+    sweep.parse_grid(specs)
+  assert e.value.field == 'grid'
+
+
+def test_rounds_to_eps():
+  rows = [{'round': str(t), 'train_loss': loss} for t, loss in
+          enumerate(['2.0', '0.1', '', '0.002', '0.001'])]
+  assert sweep.rounds_to_eps(rows) == 3
+  assert sweep.rounds_to_eps(rows[:3]) is None
+
+
+# Sweeps of real trials.
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+  """A 2 (width) x 1 (local_steps) x 2 (seeds) sweep by the binary."""
+  root = tmp_path_factory.mktemp('root')
+  result = run_binary(root, '--sweep=demo', '--grid=width=16,32',
+                      '--grid=local_steps=2', '--seeds=2', '--parallel=2',
+                      *TINY_FLAGS, timeout=300)
+  assert result.returncode == 0, result.stderr
+  return root / 'demo', result
+
+
+def test_sweep_runs_every_trial(demo):
+  sweep_dir, result = demo
+  assert '[4/4]' in result.stderr and 'ETA' in result.stderr
+  assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == sorted(
+      NAMES + ['logs'])
+  for name in NAMES:
+    trial_dir = sweep_dir / name
+    summary = json.loads((trial_dir / 'summary.json').read_text())
+    assert summary['status'] == 'completed'
+    record = json.loads((trial_dir / 'trial.json').read_text())
+    assert record['name'] == name and record['result']['status'] == 'completed'
+    assert (sweep_dir / 'logs' / f'{name}.log').stat().st_size > 0
+    # Training scalars, hparams and final/* scalars in one run directory.
+    assert {'train/loss', '_hparams_/session_start_info',
+            '_hparams_/session_end_info', 'final/train_loss'} <= tags(
+                trial_dir)
+  assert '_hparams_/experiment' in tags(sweep_dir)
+  index = sweep.sweep_index(sweep_dir)
+  assert [row['name'] for row in index] == sorted(NAMES)
+  assert index[0]['swept'] == {'width': 16, 'local_steps': 2, 'seed': 0}
+  assert all(row['status'] == 'completed' for row in index)
+  assert index[0]['metrics']['final/train_loss'] == index[0]['final'][
+      'train/loss']
+
+
+def test_resume_reruns_only_unfinished_trials(demo, tmp_path):
+  sweep_dir = tmp_path / 'demo'
+  shutil.copytree(demo[0], sweep_dir)
+  unfinished, interrupted, *kept = NAMES
+  (sweep_dir / unfinished / 'summary.json').unlink()
+  (sweep_dir / interrupted / 'metrics.csv').unlink()
+  summary = json.loads((sweep_dir / interrupted / 'summary.json').read_text())
+  (sweep_dir / interrupted / 'summary.json').write_text(
+      json.dumps({**summary, 'status': 'interrupted'}))
+  before = {name: (sweep_dir / name / 'summary.json').stat().st_mtime_ns
+            for name in kept}
+  python, launches = fake_python(tmp_path)
+  trials = sweep.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
+                             [0, 1], tiny_base())
+  progress = []
+  results = sweep.run_sweep(trials, sweep_dir, parallel=2, python=python,
+                            on_progress=lambda *a: progress.append(a[:2]))
+  assert launched(launches) == sorted([unfinished, interrupted])
+  assert [r.name for r in results] == NAMES
+  assert [r.status for r in results] == ['completed'] * 4
+  assert [r.skipped for r in results] == [False, False, True, True]
+  assert sorted(progress) == [(i, 4) for i in range(1, 5)]
+  assert (sweep_dir / interrupted / 'metrics.csv').exists()
+  for name in kept:
+    assert (sweep_dir / name / 'summary.json').stat().st_mtime_ns == (
+        before[name])
+  assert all(row['status'] == 'completed' for row in
+             sweep.sweep_index(sweep_dir))
+
+
+def test_resume_refuses_a_sweep_of_other_flags(demo):
+  trials = sweep.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
+                             [0, 1], tiny_base(rounds=3))
+  with pytest.raises(config_lib.ConfigError) as e:
+    sweep.run_sweep(trials, demo[0])
+  assert e.value.field == 'sweep' and 'rounds' in str(e.value)
+
+
+def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+  python, launches = fake_python(
+      tmp_path, '  *--experiment=width-16_seed-0*)\n'
+      '    for i in $(seq 1 30); do echo "line $i"; done; exit 7;;\n')
+  trials = sweep.expand_grid({'width': ['16', '32']}, [0], tiny_base())
+  results = sweep.run_sweep(trials, tmp_path / 'sw', parallel=2,
+                            python=python)
+  failed, completed = results
+  assert failed.status == 'failed' and failed.returncode == 7
+  assert 'exit status 7' in failed.error
+  assert 'line 30' in failed.log_tail and 'line 10\n' not in failed.log_tail
+  assert completed.status == 'completed', completed.log_tail
+  index = {row['name']: row for row in sweep.sweep_index(tmp_path / 'sw')}
+  assert index['width-16_seed-0']['status'] == 'failed'
+  assert index['width-32_seed-0']['status'] == 'completed'
+  # A failed trial is rerun on resume; the completed one is not.
+  sweep.run_sweep(trials, tmp_path / 'sw', python=python)
+  assert launched(launches) == ['width-16_seed-0'] * 2 + ['width-32_seed-0']
+
+
+def test_hung_trial_is_killed_with_its_process_group(tmp_path):
+  pids = tmp_path / 'pids'
+  python, _ = fake_python(
+      tmp_path, f'  *)\n    sleep 600 & echo $! $$ > {pids}; wait;;\n')
+  trials = sweep.expand_grid({}, [0], tiny_base())
+  start = time.monotonic()
+  [result] = sweep.run_sweep(trials, tmp_path / 'sw', python=python,
+                             timeout_s=2)
+  assert time.monotonic() - start < 30
+  assert result.status == 'failed' and 'timed out' in result.error
+  assert not wait_gone([int(p) for p in pids.read_text().split()], 10)
+
+
+@pytest.mark.parametrize('args, flag', [
+    (['--grid=width'], 'grid'),  # unknown keys: test_expand_grid_errors...
+    (['--grid=width=16,0'], 'width'),
+])
+def test_binary_bad_input_exits_2_and_writes_nothing(tmp_path, args, flag):
+  result = run_binary(tmp_path / 'root', *args, *TINY_FLAGS, timeout=120)
+  assert result.returncode == 2, result.stderr
+  assert f'--{flag}' in result.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / 'root').exists()
+
+
+def test_sigterm_stops_every_trial(tmp_path):
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'benchmarks.sweep', f'--root_dir={tmp_path}',
+       '--sweep=long', '--grid=width=16,32', '--parallel=2',
+       *TINY_FLAGS[:-1], '--rounds=100000'],
+      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.monotonic() + 150
+    while True:
+      assert proc.poll() is None, proc.stderr.read()
+      tree = psutil.Process(proc.pid).children(recursive=True)
+      workers = [p for p in tree if 'worker_binary' in ' '.join(p.cmdline())]
+      if len(workers) == 2:
+        break
+      assert time.monotonic() < deadline, 'the trials did not start'
+      time.sleep(0.2)
+    time.sleep(1)  # a round or two
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert not wait_gone([p.pid for p in tree], 10)
+  index = sweep.sweep_index(tmp_path / 'long')
+  assert [row['status'] for row in index] == ['interrupted'] * 2

@@ -1,0 +1,1 @@
+"""Analysis of finished runs: fits of scaling laws and convergence rates."""

@@ -1,0 +1,622 @@
+"""Sweeps: a grid of experiments, each trained by `benchmarks.train` in a
+subprocess of its own, resumable, with TensorBoard HParams summaries.
+
+  trials = expand_grid({'width': ['64', '256']}, seeds=[0, 1], base_flags={})
+  results = run_sweep(trials, 'runs/demo', parallel=2)
+
+Output under the sweep directory:
+  events.out.tfevents.*.hparams   the HParams experiment (hparams_config):
+                                  the swept keys, seed, and the final/* metrics
+  logs/<trial>.log                the trial's stdout and stderr
+  <trial>/                        the training binary's run directory
+                                  (metrics.csv, summary.json, config.json,
+                                  events) and, from the sweep:
+    trial.json                    {name, swept, flags, result}
+    events.out.tfevents.*.hparams the trial's hparams (trial_id = its name)
+                                  and its final/* scalars, in the same run
+                                  directory as its training scalars, so the
+                                  HParams dashboard joins them
+
+Each trial runs in its own process group (a crashed or hung trial cannot take
+the sweep down, and killing the group stops it). A trial whose summary.json
+says completed or diverged is done and is skipped when the sweep is run
+again; a trial in any other state is rerun from scratch. A trial that fails
+(an exit status other than 0 or 3, or a timeout) is recorded as failed with
+the tail of its log, and the sweep goes on. SIGINT or SIGTERM stops every
+running trial (SIGTERM, then SIGKILL) before the sweep raises `Interrupted`;
+if the sweep process is killed outright, the kernel kills its trials
+(PR_SET_PDEATHSIG), and each trial's TFF worker dies with its trial.
+
+The final/* metrics (also in `sweep_index`):
+  final/train_loss          train/loss of the last round (summary.json)
+  final/rounds_to_eps       the first round whose train/loss is <= EPS_REL
+                            times the round-0 loss (metrics.csv); not written
+                            when the run never gets there
+  final/drift_grad_diff_rel, final/lazy_weight_change_rel,
+  final/lazy_activation_flip_frac
+                            the last measured value of the diagnostic (runs
+                            with --diag_every > 0 only)
+"""
+
+import dataclasses
+import glob
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from absl import logging
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import summary as hp_summary
+
+from tff_localsgd import config as config_lib
+from tff_localsgd import recorders
+from tff_localsgd.analysis import fits
+
+EPS_REL = 1e-3  # final/rounds_to_eps: train/loss <= EPS_REL * initial loss
+DONE = ('completed', 'diverged')  # a trial in one of these states is skipped
+LOGS = 'logs'
+TRIAL_JSON = 'trial.json'
+HPARAMS_SUFFIX = '.hparams'  # the event files the sweep writes
+LOG_TAIL_LINES = 20
+TERM_GRACE_S = 5.0  # SIGTERM to SIGKILL, when the sweep is stopped
+POLL_S = 0.1
+# Sweep-level keys: a trial's output place and its seed are set by the sweep.
+NOT_SWEPT = ('root_dir', 'experiment', 'seed')
+FINAL_METRICS = ('final/train_loss', 'final/rounds_to_eps',
+                 'final/drift_grad_diff_rel', 'final/lazy_weight_change_rel',
+                 'final/lazy_activation_flip_frac')
+_DIAGNOSTICS = ('drift/grad_diff_rel', 'lazy/weight_change_rel',
+                'lazy/activation_flip_frac')
+ConfigError = config_lib.ConfigError
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs first in each trial process, then execs the trial: the kernel SIGKILLs
+# the trial when the sweep dies, even by SIGKILL (the setting survives exec).
+# Not preexec_fn: the sweep process has TensorFlow's threads.
+_LAUNCHER = '''import ctypes, os, signal, sys
+try:
+  ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+except (AttributeError, OSError):
+  pass
+if os.getppid() != int(sys.argv[1]):
+  sys.exit(125)
+os.execvp(sys.argv[2], sys.argv[2:])
+'''
+
+
+class Interrupted(KeyboardInterrupt):
+  """The sweep stopped on a signal, after stopping its running trials."""
+
+  def __init__(self, signum: int):
+    super().__init__(f'stopped by {signal.Signals(signum).name}')
+    self.signum = signum
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+  """One run of the sweep: `swept` holds the grid's values and the seed;
+  `flags` is the full flag list it is trained with: every base and swept
+  value (the binary's base holds every config field)."""
+  name: str
+  swept: dict
+  flags: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResult:
+  name: str
+  status: str  # completed, diverged or failed (trial.json may also say
+  # interrupted: a trial stopped with the sweep)
+  skipped: bool = False  # done by an earlier run of the sweep
+  returncode: int | None = None
+  wall_time_s: float = 0.0
+  error: str = ''
+  log_tail: str = ''  # the last lines of the log, for a failed trial
+  log_path: str = ''
+  summary: dict | None = None  # the trial's summary.json, when it has one
+
+
+# Grid expansion and validation: pure, before anything runs.
+
+
+def _fields() -> dict:
+  return {f.name: f for f in dataclasses.fields(config_lib.ExperimentConfig)}
+
+
+def _field_type(field) -> type:
+  # Without `from __future__ import annotations` types are classes; be safe.
+  return {'int': int, 'float': float, 'str': str, 'bool': bool}.get(
+      field.type, field.type)
+
+
+def convert(name: str, value, where: str = ''):
+  """`value` (a flag string, or already typed) as config field `name`'s type.
+
+  Raises ConfigError naming the field.
+  """
+  kind = _field_type(_fields()[name])
+  if not isinstance(value, str):
+    if kind is float and isinstance(value, int) and not isinstance(value,
+                                                                  bool):
+      return float(value)
+    if type(value) is not kind:
+      raise ConfigError(name, f'{value!r} is not a {kind.__name__}{where}')
+    return value
+  text = value.strip()
+  if kind is bool:
+    lowered = text.lower()
+    if lowered not in ('true', 'false', '1', '0'):
+      raise ConfigError(name, f'{value!r} is not a bool (true, false, 1, 0)'
+                        f'{where}')
+    return lowered in ('true', '1')
+  if kind is str:
+    return text
+  try:
+    return kind(text)
+  except ValueError:
+    raise ConfigError(name, f'{value!r} is not a {kind.__name__}{where}') \
+        from None
+
+
+def flag_value(value) -> str:
+  """How `benchmarks.train` reads `value` back exactly."""
+  if isinstance(value, bool):
+    return 'true' if value else 'false'
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+def parse_grid(specs) -> dict:
+  """--grid values ['width=64,256', 'local_steps=1,5'] -> {key: [strings]}.
+
+  Raises ConfigError naming 'grid' for malformed or repeated entries; keys
+  and values are checked by expand_grid.
+  """
+  grid = {}
+  for spec in specs:
+    key, sep, values = spec.partition('=')
+    key = key.strip()
+    items = [v.strip() for v in values.split(',')]
+    if not sep or not key or not all(items):
+      raise ConfigError('grid', f'expected key=value1,value2,... got {spec!r}')
+    if key in grid:
+      raise ConfigError('grid', f'{key} is given twice')
+    grid[key] = items
+  return grid
+
+
+def _name_part(text: str) -> str:
+  # Filesystem-safe and readable: anything else becomes '_'.
+  return re.sub(r'[^A-Za-z0-9.+-]', '_', text)
+
+
+def _check_grid(grid: dict, seeds) -> dict:
+  """The grid with typed values; ConfigError on a bad key or value."""
+  fields = _fields()
+  typed = {}
+  for key, values in grid.items():
+    if key not in fields:
+      raise ConfigError('grid', f'{key!r} is not a config field')
+    if key in NOT_SWEPT:
+      raise ConfigError('grid', f'{key} is set by the sweep (--root_dir, '
+                        '--sweep, --seed and --seeds), not by --grid')
+    if not values:
+      raise ConfigError('grid', f'{key} has no values')
+    typed[key] = [convert(key, v, ' (in --grid)') for v in values]
+    if len(set(typed[key])) != len(typed[key]):
+      raise ConfigError('grid', f'{key} lists a value twice: {values}')
+  if not seeds:
+    raise ConfigError('seeds', 'a sweep needs at least one seed')
+  if len(set(seeds)) != len(seeds):
+    raise ConfigError('seeds', f'a seed is listed twice: {list(seeds)}')
+  return typed
+
+
+def expand_grid(grid: dict, seeds, base_flags: dict) -> list:
+  """The trials of the cartesian product grid x seeds, in a fixed order.
+
+  grid: {config field: [values as flag strings]}; the first key varies
+  slowest and the seed fastest. base_flags: {config field: value (typed or a
+  flag string)} for everything not swept; root_dir and experiment are
+  ignored (the sweep sets them). Every trial's config is validated before
+  this returns; raises ConfigError naming the field (and the trial), or
+  'grid' for a key that is not a config field.
+  """
+  fields = _fields()
+  for key in base_flags:
+    if key not in fields:
+      raise ConfigError(key, 'unknown config field')
+  typed = _check_grid(grid, seeds)
+  base = {k: convert(k, v) for k, v in base_flags.items()
+          if k not in ('root_dir', 'experiment')}
+  trials, names = [], set()
+  keys = list(grid)
+  for combo in itertools.product(*(range(len(grid[k])) for k in keys),
+                                 seeds):
+    *picks, seed = combo
+    swept = {k: typed[k][i] for k, i in zip(keys, picks)}
+    swept['seed'] = int(seed)
+    name = '_'.join([f'{k}-{_name_part(grid[k][i])}'
+                     for k, i in zip(keys, picks)] + [f'seed-{int(seed)}'])
+    if name in names:
+      raise ConfigError('grid', f'two trials would be named {name}')
+    names.add(name)
+    values = {**base, **swept, 'experiment': name}
+    try:
+      config_lib.ExperimentConfig(**values).validate()
+    except ConfigError as e:
+      message = str(e)[len(f'--{e.field}: '):]
+      raise ConfigError(e.field, f'{message} (trial {name})') from None
+    flags = tuple(f'--{k}={flag_value(v)}' for k, v in values.items()
+                  if k not in ('root_dir', 'experiment'))
+    trials.append(Trial(name, swept, flags))
+  return trials
+
+
+def trial_config(trial: Trial) -> dict:
+  """The config values a trial's flags set (typed), by field name."""
+  out = {}
+  for flag in trial.flags:
+    key, _, value = flag[2:].partition('=')
+    out[key] = convert(key, value)
+  return out
+
+
+# Reading a sweep directory.
+
+
+def _read_rows(trial_dir):
+  try:
+    return recorders.read_metrics(os.path.join(trial_dir, 'metrics.csv'))
+  except (OSError, ValueError):
+    return []
+
+
+def rounds_to_eps(rows, eps_rel: float = EPS_REL):
+  """The first round whose train_loss <= eps_rel * round 0's, or None."""
+  pairs = [(int(r['round']), recorders.to_number(r.get('train_loss')))
+           for r in rows if r.get('train_loss')]
+  if not pairs or pairs[0][0] != 0:
+    return None
+  reached = fits.rounds_to_eps(*zip(*pairs), eps_rel, relative=True)
+  return int(reached) if math.isfinite(reached) else None
+
+
+def final_metrics(trial_dir: str, summary: dict) -> dict:
+  """The final/* metrics of a finished trial (see the module docstring)."""
+  final = summary.get('final') or {}
+  rows = _read_rows(trial_dir)
+  out = {}
+  loss = recorders.to_number(final.get('train/loss'))
+  if loss is not None:
+    out['final/train_loss'] = loss
+  reached = rounds_to_eps(rows)
+  if reached is not None:
+    out['final/rounds_to_eps'] = float(reached)
+  for tag in _DIAGNOSTICS:
+    value = recorders.to_number(final.get(tag))
+    if value is None:  # not measured in the last round: the last measured
+      column = [recorders.to_number(r.get(tag.replace('/', '_'))) for r in rows]
+      value = next((v for v in reversed(column) if v is not None), None)
+    if value is not None:
+      out['final/' + tag.replace('/', '_')] = value
+  return out
+
+
+def _done_summary(trial_dir):
+  """summary.json of a trial that is done (completed or diverged), or None."""
+  summary = recorders.read_json(os.path.join(trial_dir, 'summary.json'))
+  if summary and summary.get('status') in DONE:
+    return summary
+  return None
+
+
+def sweep_index(sweep_dir: str) -> list:
+  """One dict per trial directory (one with a trial.json), sorted by name.
+
+  Keys: name, dir, swept, flags, status (summary.json's, else 'failed' if
+  the sweep recorded a failure, else 'missing'), error and log (from the
+  sweep's record), final (summary.json's final metrics), metrics (final/*).
+  """
+  sweep_dir = os.path.abspath(os.path.expanduser(sweep_dir))
+  index = []
+  for path in sorted(glob.glob(os.path.join(sweep_dir, '*', TRIAL_JSON))):
+    trial_dir = os.path.dirname(path)
+    record = recorders.read_json(path) or {}
+    result = record.get('result') or {}
+    summary = recorders.read_json(os.path.join(trial_dir, 'summary.json'))
+    status = (summary or {}).get('status') or result.get('status') or 'missing'
+    index.append(dict(
+        name=record.get('name', os.path.basename(trial_dir)), dir=trial_dir,
+        swept=record.get('swept', {}), flags=record.get('flags', []),
+        status=status, error=result.get('error', ''),
+        log=result.get('log', ''),
+        final=(summary or {}).get('final', {}),
+        metrics=final_metrics(trial_dir, summary) if summary else {}))
+  return index
+
+
+# TensorBoard HParams.
+
+
+def _hparams_files(directory):
+  return glob.glob(os.path.join(directory,
+                                'events.out.tfevents.*' + HPARAMS_SUFFIX))
+
+
+def write_hparams_config(trials, sweep_dir: str):
+  """The HParams experiment at the sweep's root (replacing an older one)."""
+  keys = list(dict.fromkeys(k for t in trials for k in t.swept))
+  hparams = []
+  for key in keys:
+    values = list(dict.fromkeys(t.swept[key] for t in trials if key in
+                                t.swept))
+    hparams.append(hp.HParam(key, hp.Discrete(values)))
+  for path in _hparams_files(sweep_dir):
+    os.remove(path)
+  writer = tf.summary.create_file_writer(sweep_dir,
+                                         filename_suffix=HPARAMS_SUFFIX)
+  with writer.as_default():
+    hp.hparams_config(hparams=hparams,
+                      metrics=[hp.Metric(m) for m in FINAL_METRICS])
+  writer.close()
+
+
+def write_trial_hparams(trial: Trial, trial_dir: str, summary: dict):
+  """The trial's hparams, session status and final/* scalars, in its run."""
+  for path in _hparams_files(trial_dir):
+    os.remove(path)
+  status = (api_pb2.STATUS_SUCCESS if summary.get('status') == 'completed'
+            else api_pb2.STATUS_FAILURE)
+  writer = tf.summary.create_file_writer(trial_dir,
+                                         filename_suffix=HPARAMS_SUFFIX)
+  with writer.as_default():
+    hp.hparams(trial.swept, trial_id=trial.name)
+    step = int(summary.get('rounds_completed', 0))
+    for tag, value in final_metrics(trial_dir, summary).items():
+      tf.summary.scalar(tag, value, step=step)
+    tf.summary.experimental.write_raw_pb(
+        hp_summary.session_end_pb(status).SerializeToString(), step=step)
+  writer.close()
+
+
+# Running.
+
+
+def check_resumable(trials, sweep_dir: str):
+  """Raises ConfigError('sweep') if a trial directory holds a run of another
+  config (the sweep name was reused with other flags): resuming would mix
+  the two. root_dir may differ (a moved sweep directory)."""
+  sweep_dir = os.path.abspath(os.path.expanduser(sweep_dir))
+  for trial in trials:
+    recorded = recorders.read_json(os.path.join(sweep_dir, trial.name, 'config.json'))
+    if recorded is None:
+      continue
+    wanted = trial_config(trial)
+    differ = sorted(k for k, v in wanted.items() if recorded.get(k) != v)
+    if differ:
+      raise ConfigError('sweep', f'{sweep_dir}/{trial.name} was run with '
+                        f'other values of {", ".join(differ)}; choose another '
+                        'sweep name or delete the directory')
+
+
+def _write_trial_json(trial, trial_dir, result=None):
+  record = dict(name=trial.name, swept=trial.swept, flags=list(trial.flags))
+  if result is not None:
+    record['result'] = dict(status=result.status, returncode=result.returncode,
+                            error=result.error, log=result.log_path,
+                            wall_time_s=result.wall_time_s)
+  recorders.write_json(os.path.join(trial_dir, TRIAL_JSON), record)
+
+
+def _log_tail(path, lines=LOG_TAIL_LINES) -> str:
+  try:
+    with open(path, errors='replace') as f:
+      return ''.join(f.readlines()[-lines:])
+  except OSError:
+    return ''
+
+
+def _signal_group(proc, sig):
+  """Signals the trial's process group (its pgid is its pid)."""
+  try:
+    os.killpg(proc.pid, sig)
+  except (ProcessLookupError, PermissionError):
+    pass  # the group is gone
+
+
+class _Running:
+  """A trial's subprocess, in a new session (so a process group) of its own."""
+
+  def __init__(self, trial, sweep_dir, python, timeout_s):
+    self.trial = trial
+    self.dir = os.path.join(sweep_dir, trial.name)
+    self.log_path = os.path.join(sweep_dir, LOGS, f'{trial.name}.log')
+    # From scratch: whatever an earlier attempt left is not a result.
+    shutil.rmtree(self.dir, ignore_errors=True)
+    os.makedirs(self.dir)
+    _write_trial_json(trial, self.dir)
+    command = [python, '-m', 'benchmarks.train', f'--root_dir={sweep_dir}',
+               f'--experiment={trial.name}', *trial.flags, '--overwrite']
+    env = dict(os.environ)
+    # benchmarks/ importable from any working directory; relative paths in
+    # flags (--data_dir) still mean what they meant to the caller.
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (_REPO, env.get('PYTHONPATH')) if p)
+    self.log = open(self.log_path, 'wb')
+    self.log.write(('$ ' + ' '.join(command) + '\n').encode())
+    self.log.flush()
+    self.start = time.monotonic()
+    self.deadline = self.start + timeout_s if timeout_s else math.inf
+    try:
+      self.proc = subprocess.Popen(
+          [sys.executable, '-c', _LAUNCHER, str(os.getpid()), *command],
+          stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+          env=env, start_new_session=True)
+    except BaseException:
+      self.log.close()
+      raise
+
+  def result(self, timed_out=False) -> TrialResult:
+    """The outcome of the finished (or killed) trial."""
+    self.log.close()
+    rc = self.proc.returncode
+    summary = recorders.read_json(os.path.join(self.dir, 'summary.json'))
+    status = (summary or {}).get('status')
+    expected = {0: 'completed', 3: 'diverged'}.get(rc)
+    common = dict(name=self.trial.name, returncode=rc, log_path=self.log_path,
+                  wall_time_s=time.monotonic() - self.start, summary=summary)
+    if not timed_out and expected and status == expected:
+      return TrialResult(status=status, **common)
+    if timed_out:
+      error = f'timed out after {self.deadline - self.start:.0f} s; killed'
+    elif expected:
+      error = f'exit status {rc} but summary.json says {status!r}'
+    else:
+      error = f'exit status {rc}'
+    return TrialResult(status='failed', error=error,
+                       log_tail=_log_tail(self.log_path), **common)
+
+
+def _stop_all(running):
+  """SIGTERM to every running trial's group; SIGKILL to what is left."""
+  for r in running:
+    _signal_group(r.proc, signal.SIGTERM)
+  deadline = time.monotonic() + TERM_GRACE_S
+  try:
+    for r in running:
+      try:
+        r.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        pass
+  finally:
+    for r in running:
+      _signal_group(r.proc, signal.SIGKILL)  # also any straggler in the group
+      r.proc.wait()
+      r.log.close()
+
+
+class _SignalFlag:
+  """SIGINT and SIGTERM set a flag the sweep loop checks, so a signal never
+  lands between starting a trial and recording it (main thread only; other
+  threads keep the handlers they have)."""
+
+  def __enter__(self):
+    self.signum = None
+    self._old = {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._old[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def check(self):
+    if self.signum is not None:
+      raise Interrupted(self.signum)
+
+  def __exit__(self, *exc):
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def _record_interrupted(r: _Running):
+  try:
+    os.makedirs(r.dir, exist_ok=True)  # the trial may have been removing it
+    _write_trial_json(r.trial, r.dir, TrialResult(
+        r.trial.name, 'interrupted', returncode=r.proc.returncode,
+        error='stopped with the sweep', log_path=r.log_path))
+  except OSError as e:  # never mask the interruption
+    logging.warning('could not record trial %s: %s', r.trial.name, e)
+
+
+def _finish(running: _Running, timed_out=False) -> TrialResult:
+  result = running.result(timed_out)
+  _write_trial_json(running.trial, running.dir, result)
+  if result.status in DONE:
+    write_trial_hparams(running.trial, running.dir, result.summary)
+  if result.status == 'failed':
+    logging.warning('trial %s failed (%s); the end of %s:\n%s',
+                    result.name, result.error, result.log_path,
+                    result.log_tail)
+  return result
+
+
+def run_sweep(trials, sweep_dir: str, *, parallel: int = 1,
+              python: str = sys.executable, timeout_s: float | None = None,
+              on_progress=None) -> list:
+  """Runs the trials not done yet, at most `parallel` at a time.
+
+  Each trial is `python -m benchmarks.train --root_dir=<sweep_dir>
+  --experiment=<name> <flags> --overwrite` in its own process group; its
+  output goes to <sweep_dir>/logs/<name>.log. A trial running longer than
+  timeout_s seconds is killed (its whole group) and recorded as failed.
+  on_progress(done, total, result) is called after each trial, skipped ones
+  included. Returns a TrialResult per trial, in the order of `trials`.
+  Raises ConfigError (check_resumable) before anything runs, and
+  `Interrupted` on SIGINT/SIGTERM once no trial of the sweep is left running.
+  """
+  if parallel < 1:
+    raise ValueError(f'parallel must be >= 1, got {parallel}')
+  sweep_dir = os.path.abspath(os.path.expanduser(sweep_dir))
+  check_resumable(trials, sweep_dir)
+  os.makedirs(os.path.join(sweep_dir, LOGS), exist_ok=True)
+  write_hparams_config(trials, sweep_dir)
+  results, pending = {}, []
+
+  def record(result):
+    results[result.name] = result
+    logging.debug('trial %s: %s%s', result.name, result.status,
+                 ' (done before)' if result.skipped else '')
+    if on_progress:
+      on_progress(len(results), len(trials), result)
+
+  for trial in trials:
+    trial_dir = os.path.join(sweep_dir, trial.name)
+    summary = _done_summary(trial_dir)
+    if summary is None:
+      pending.append(trial)
+      continue
+    if not _hparams_files(trial_dir):
+      write_trial_hparams(trial, trial_dir, summary)
+    record(TrialResult(trial.name, summary['status'], skipped=True,
+                       log_path=os.path.join(sweep_dir, LOGS,
+                                             f'{trial.name}.log'),
+                       summary=summary))
+  running = []
+  with _SignalFlag() as stop:
+    try:
+      while pending or running:
+        stop.check()
+        while pending and len(running) < parallel:
+          running.append(_Running(pending.pop(0), sweep_dir, python,
+                                  timeout_s))
+        for r in list(running):
+          timed_out = r.proc.poll() is None and time.monotonic() > r.deadline
+          if timed_out:
+            _signal_group(r.proc, signal.SIGKILL)  # hung: no grace
+            r.proc.wait()
+          if r.proc.returncode is not None:
+            running.remove(r)
+            record(_finish(r, timed_out))
+        time.sleep(POLL_S)
+    finally:
+      if running:
+        logging.warning('stopping %d running trial(s)', len(running))
+        _stop_all(running)
+        for r in running:  # the record the index sees; a rerun redoes it
+          _record_interrupted(r)
+  return [results[t.name] for t in trials]
