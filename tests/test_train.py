@@ -202,3 +202,19 @@ def test_diagnostics_do_not_change_the_trajectory(tmp_path):
           'lazy/activation_flip_frac/hidden_1', 'ntk/lambda_min',
           'ntk/rel_change', 'train/grad_norm', 'drift_per_step/grad_diff',
           'clients/train_loss', 'clients/drift/grad_diff'} <= tags
+
+
+def test_a_dead_worker_stops_the_run_with_a_clear_error(tmp_path):
+  proc = start_train(tmp_path, *SMALL[:-1], '--rounds=100000')
+  worker = wait_for_worker(proc)
+  metrics = tmp_path / 'run' / 'metrics.csv'
+  deadline = time.monotonic() + 120
+  while not (metrics.exists() and len(read_csv(metrics)) > 2):
+    assert time.monotonic() < deadline and proc.poll() is None
+    time.sleep(0.2)
+  worker.kill()  # mid-run, as an out-of-memory kill would
+  assert proc.wait(timeout=60) != 0
+  stderr = proc.stderr.read()
+  assert 'WorkerDiedError' in stderr and f'pid {worker.pid}' in stderr
+  summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
+  assert summary['status'] == 'failed'

@@ -5,6 +5,7 @@ import math
 import os
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -61,6 +62,10 @@ def _loglog(ax, points, title, fit=None):
     ax.legend(fontsize=7)
   ax.set_xscale('log')
   ax.set_yscale('log')
+  # Ticks at the measured x values (widths, n), not at crowded minor ticks.
+  ax.set_xticks(sorted(set(x[ok])))
+  ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter('%g'))
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_title(title, fontsize=9)
 
 

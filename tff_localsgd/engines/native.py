@@ -20,6 +20,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import grpc
@@ -42,6 +43,10 @@ def _die_with_parent():
   libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+class WorkerDiedError(RuntimeError):
+  """The worker serving the run's computations exited during the run."""
+
+
 class Worker:
   """A local worker_binary process serving TFF computations on a port."""
 
@@ -55,13 +60,31 @@ class Worker:
          '--max_concurrent_computation_calls=-1'],
         stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
         start_new_session=True, preexec_fn=_die_with_parent)
+    self._stopping = False
+    self.died = False
     atexit.register(self.stop)
+
+  def watch(self):
+    """Interrupts the main thread if the worker exits before stop().
+
+    TFF retries a call to an unreachable worker forever; without this a run
+    whose worker was killed (or ran out of memory) would hang.
+    """
+    def wait():
+      self.process.wait()
+      if not self._stopping:
+        self.died = True
+        # A real signal: it also wakes a main thread blocked on a lock,
+        # which _thread.interrupt_main() does not.
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=wait, daemon=True, name='worker-watch').start()
 
   @property
   def address(self) -> str:
     return f'{self.host}:{self.port}'
 
   def stop(self):
+    self._stopping = True
     if self.process.poll() is None:
       self.process.send_signal(signal.SIGINT)
       try:
@@ -112,7 +135,15 @@ def native_engine(log_path: str | None = None):
   worker = Worker(log_path=log_path)
   try:
     context = execution_context(connect(worker.address, worker=worker))
+    worker.watch()
     with tff.framework.get_context_stack().install(context):
       yield worker
+  except KeyboardInterrupt:
+    if worker.died:
+      raise WorkerDiedError(
+          f'the TFF worker at {worker.address} (pid {worker.process.pid}) '
+          f'exited with status {worker.process.returncode} during the run'
+          + (f'; see {log_path}' if log_path else '')) from None
+    raise
   finally:
     worker.stop()
