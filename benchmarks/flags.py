@@ -49,6 +49,8 @@ _HELP = {
     'probe_size': 'training examples (chosen by seed) for activation flips '
                   'and the NTK',
     'ntk_every': 'measure the empirical NTK every this many rounds (0 = off)',
+    'checkpoint_every': 'write <run dir>/checkpoints/ every this many rounds '
+                        '(0 = only when stopped by a signal)',
     'root_dir': 'runs are written to <root_dir>/<experiment>/',
     'experiment': 'name of this run\'s output directory',
 }

@@ -4,12 +4,16 @@
   python -m benchmarks.train --flagfile=benchmarks/configs/quick.cfg
 
 Writes <root_dir>/<experiment>/: TensorBoard events, metrics.csv,
-config.json, summary.json (see tff_localsgd/training.py).
+config.json, summary.json, checkpoints/ (see tff_localsgd/training.py).
+Rerunning the same command resumes from the last checkpoint; SIGINT or
+SIGTERM stops after the current round with a checkpoint.
 """
 
+import dataclasses
 import os
+import shutil
 import signal
-import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -19,44 +23,74 @@ import tensorflow as tf  # noqa: F401  (TF at module level; see README)
 from benchmarks import flags as flag_defs
 from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
+from tff_localsgd import recorders
 from tff_localsgd import training
 
 flag_defs.define_config_flags()
 flags.DEFINE_bool('overwrite', False,
-                  'replace an existing <root_dir>/<experiment>/ directory')
+                  'replace an existing <root_dir>/<experiment>/ directory '
+                  'instead of resuming it')
 
 
-def _stop_on_sigterm(signum, frame):
-  # SystemExit unwinds through the run's finally blocks: the summary is
-  # written and the TFF worker stopped.
-  sys.exit(128 + signum)
+def _stop_gracefully(stop: threading.Event):
+  """SIGINT/SIGTERM: finish the round, checkpoint, exit; a second: abort."""
+  def handler(signum, frame):
+    if stop.is_set():
+      raise KeyboardInterrupt
+    stop.set()
+    logging.warning('signal %d: stopping after this round (send it again to '
+                    'abort now)', signum)
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, handler)
+
+
+def _existing_run(out: str, config) -> str:
+  """'new', 'resume' or 'completed' for the run directory `out`.
+
+  Raises ConfigError if it holds a run of different flags: it is never
+  silently overwritten.
+  """
+  if not (os.path.isdir(out) and os.listdir(out)):
+    return 'new'
+  recorded = recorders.read_json(os.path.join(out, 'config.json'))
+  current = dataclasses.asdict(config)
+  if recorded != current:
+    diff = sorted(k for k in set(current) | set(recorded or {})
+                  if (recorded or {}).get(k) != current.get(k))
+    raise config_lib.ConfigError(
+        'experiment', f'{out} holds a run with other flags ({", ".join(diff) or "no config.json"}); '
+        'choose another --experiment or pass --overwrite')
+  summary = recorders.read_json(os.path.join(out, 'summary.json')) or {}
+  return 'completed' if summary.get('status') == 'completed' else 'resume'
 
 
 def main(argv):
   if len(argv) > 1:
     flag_defs.exit_bad_input(f'unexpected arguments {argv[1:]}')
-  signal.signal(signal.SIGTERM, _stop_on_sigterm)
+  stop = threading.Event()
+  _stop_gracefully(stop)
   config = flag_defs.config_from_flags()
+  out = training.run_dir(config)
   try:
     experiment = training.Experiment.prepare(config)
-    out = training.run_dir(config)
-    if os.path.exists(out) and os.listdir(out) and not flags.FLAGS.overwrite:
-      raise config_lib.ConfigError(
-          'experiment', f'{out} exists; choose another --experiment or pass '
-          '--overwrite')
-  except config_lib.ConfigError as e:
+    state = 'new' if flags.FLAGS.overwrite else _existing_run(out, config)
+  except (config_lib.ConfigError, data_lib.DataUnavailableError) as e:
     flag_defs.exit_bad_input(str(e))
-  except data_lib.DataUnavailableError as e:
+  if state == 'completed':
+    logging.info('%s already completed; nothing to do (--overwrite reruns it)',
+                 out)
+    return 0
+  if flags.FLAGS.overwrite:
+    shutil.rmtree(out, ignore_errors=True)
+  try:
+    summary = training.run(experiment, stop=stop)
+  except recorders.CheckpointError as e:
     flag_defs.exit_bad_input(str(e))
-  if flags.FLAGS.overwrite and os.path.isdir(out):
-    import shutil
-    shutil.rmtree(out)
-  summary = training.run(experiment)
   logging.info('%s: %s after %d rounds, train/loss %s, %.1f s; results in %s',
                config.experiment, summary['status'],
                summary['rounds_completed'],
                summary['final'].get('train/loss'), summary['wall_time_s'], out)
-  return 0 if summary['status'] == 'completed' else 3
+  return {'completed': 0, 'diverged': 3}.get(summary['status'], 130)
 
 
 if __name__ == '__main__':

@@ -68,6 +68,7 @@ class ExperimentConfig:
   probe_size: int = 64
   ntk_every: int = 0  # 0 = off
   # Output.
+  checkpoint_every: int = 10  # 0 = no periodic checkpoints
   root_dir: str = 'runs'
   experiment: str = 'default'
 
@@ -119,7 +120,7 @@ class ExperimentConfig:
       if not (math.isfinite(value) and value > 0):
         raise ConfigError(name, f'must be a finite number > 0, got {value}')
     for name in ('num_examples', 'depth', 'clients_per_round', 'seed',
-                 'diag_every', 'ntk_every', 'probe_size'):
+                 'diag_every', 'ntk_every', 'probe_size', 'checkpoint_every'):
       if getattr(self, name) < 0:
         raise ConfigError(name, f'must be >= 0, got {getattr(self, name)}')
     if self.dataset == 'synthetic' and self.num_examples == 0:

@@ -6,12 +6,14 @@ and renamed over the old one.
 """
 
 import csv
+import glob
 import io
 import json
 import math
 import os
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -48,12 +50,19 @@ def write_json(path: str, obj):
 class MetricsCSV:
   """A CSV of rows (one per round, or per local step); a value not measured
   in a row is left empty. Columns appear in the order metrics first appear;
-  the whole file is rewritten atomically on every append."""
+  the whole file is rewritten atomically on every append. up_to_round keeps
+  the existing file's rows of rounds <= up_to_round (resuming a run)."""
 
-  def __init__(self, path: str, columns=()):
+  def __init__(self, path: str, columns=(), up_to_round=None):
     self.path = path
     self.columns = list(columns)
     self.rows = []
+    if up_to_round is not None and os.path.exists(path):
+      with open(path, newline='') as f:
+        reader = csv.DictReader(f)
+        self.columns += [c for c in reader.fieldnames or ()
+                         if c not in self.columns]
+        self.rows = [r for r in reader if int(r['round']) <= up_to_round]
 
   def append(self, row: dict):
     self.columns += [k for k in row if k not in self.columns]
@@ -91,6 +100,20 @@ def read_metrics(path) -> list:
     return list(csv.DictReader(f))
 
 
+def truncate_events(logdir: str, keep):
+  """Rewrites the event files in logdir keeping only the events for which
+  keep(event) is true: a resumed run drops what the killed run wrote after
+  its last checkpoint, so TensorBoard shows one continuous curve."""
+  for path in glob.glob(os.path.join(logdir, 'events.out.tfevents.*')):
+    tmp = path + '.truncating'
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for record in tf.data.TFRecordDataset(path):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        if keep(event):
+          writer.write(record.numpy())
+    os.replace(tmp, path)
+
+
 class TensorBoardRecorder:
   """Scalars and text summaries in <run dir>/ as TF2 event files."""
 
@@ -116,3 +139,59 @@ class TensorBoardRecorder:
 
   def close(self):
     self._writer.close()
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be read; the message names the file."""
+
+
+CHECKPOINT_PREFIX = 'checkpoint-'
+
+
+def write_checkpoint(directory: str, round_num: int, weights, keep: int = 2):
+  """<directory>/checkpoint-<round>.npz: the weights after round_num.
+
+  Written to a temporary file and renamed, so a kill during the write leaves
+  the previous checkpoint intact; older checkpoints beyond `keep` are removed.
+  """
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, f'{CHECKPOINT_PREFIX}{round_num:08d}.npz')
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.checkpoint')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, round=np.int64(round_num),
+               **{f'w{i}': np.asarray(w) for i, w in enumerate(weights)})
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+  for old in sorted(glob.glob(os.path.join(
+      directory, f'{CHECKPOINT_PREFIX}*.npz')))[:-keep]:
+    os.remove(old)
+
+
+def latest_checkpoint(directory: str, shapes):
+  """(round, weights) of the newest checkpoint, or None if there is none.
+
+  Raises CheckpointError if it is unreadable or its weights do not have the
+  model's shapes (a checkpoint of another configuration).
+  """
+  paths = sorted(glob.glob(os.path.join(directory, f'{CHECKPOINT_PREFIX}*.npz')))
+  if not paths:
+    return None
+  path = paths[-1]
+  try:
+    with np.load(path) as f:
+      round_num = int(f['round'])
+      weights = tuple(f[f'w{i}'] for i in range(len(shapes)))
+  except Exception as e:  # zip, pickle, key and value errors alike
+    raise CheckpointError(f'checkpoint {path} is unreadable ({e}); remove it '
+                          'to resume from the one before, or pass --overwrite '
+                          'to start over') from e
+  found = [w.shape for w in weights]
+  if found != [tuple(s) for s in shapes]:
+    raise CheckpointError(f'checkpoint {path} holds weights of shapes {found}, '
+                          f'not this model\'s {[tuple(s) for s in shapes]}')
+  return round_num, weights

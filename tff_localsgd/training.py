@@ -133,13 +133,44 @@ class _Diagnostics:
     return metrics, histograms
 
 
-def run(experiment: Experiment) -> dict:
-  """Trains for config.rounds rounds; returns (and writes) the summary."""
+def _keep_until(round_num, local_steps):
+  """Which TensorBoard events of a killed run a resume from round_num keeps:
+  those of rounds <= round_num (drift_per_step/* counts local steps)."""
+  def keep(event):
+    if not event.summary.value:
+      return True  # file version, not a summary
+    per_step = event.summary.value[0].tag.startswith('drift_per_step/')
+    return event.step <= round_num * (local_steps if per_step else 1)
+  return keep
+
+
+def run(experiment: Experiment, stop=None) -> dict:
+  """Trains for config.rounds rounds; returns (and writes) the summary.
+
+  Resumes from the newest checkpoint in <run dir>/checkpoints if there is
+  one: the weights after round t0 are all the state a run has (every random
+  stream is a function of seed, round and client), so rounds t0+1.. repeat
+  what an uninterrupted run computes, bit for bit. `stop` (a threading.Event)
+  ends the run at the next round boundary, after a checkpoint.
+  Raises recorders.CheckpointError for an unreadable checkpoint.
+  """
   config, data, spec = experiment.config, experiment.data, experiment.spec
   out = run_dir(config)
+  checkpoints = os.path.join(out, 'checkpoints')
+  resumed = recorders.latest_checkpoint(
+      checkpoints, [w.shape for w in spec.initial_weights])
   os.makedirs(out, exist_ok=True)
   recorders.write_json(os.path.join(out, 'config.json'),
                        dataclasses.asdict(config))
+  start_round = resumed[0] if resumed else 0
+  # What a killed run wrote after its last checkpoint (or at all, without
+  # one) is dropped, so the files read as one uninterrupted run.
+  recorders.truncate_events(out, _keep_until(start_round if resumed else -1,
+                                             config.local_steps))
+  if not resumed:
+    for name in ('metrics.csv', 'drift_steps.csv', 'summary.json'):
+      if os.path.exists(os.path.join(out, name)):
+        os.remove(os.path.join(out, name))
   proc = process_lib.LocalSGDProcess(spec, config, data.input_shape,
                                      data.output_dim)
   diag = _Diagnostics(proc, config, data, spec) if config.diag_every else None
@@ -153,11 +184,14 @@ def run(experiment: Experiment) -> dict:
   all_clients = clients(range(n_clients), 0)
   test = ([process_lib.client_data(data.test_x, data.test_y, config.seed, 0,
                                    0, 1)] if data.test_x is not None else None)
-  csv = recorders.MetricsCSV(os.path.join(out, 'metrics.csv'), ['round'])
+  kept = start_round if resumed else None
+  csv = recorders.MetricsCSV(os.path.join(out, 'metrics.csv'), ['round'],
+                             up_to_round=kept)
   step_csv = recorders.MetricsCSV(os.path.join(out, 'drift_steps.csv'),
-                                  ['round', 'local_step'])
+                                  ['round', 'local_step'], up_to_round=kept)
   board = recorders.TensorBoardRecorder(out)
-  board.text('config', '```\n' + config.to_json() + '\n```')
+  if not resumed:
+    board.text('config', '```\n' + config.to_json() + '\n```')
 
   def evaluate(weights, round_num):
     metrics = _evaluate(proc, weights, all_clients, data.num_classes, 'train')
@@ -197,22 +231,37 @@ def run(experiment: Experiment) -> dict:
         step_csv.append({'round': t, **row})
     return weights, metrics
 
-  summary = dict(status='running', rounds_completed=0, versions=versions(),
-                 num_parameters=spec.num_parameters(),
+  summary = dict(status='running', rounds_completed=start_round,
+                 versions=versions(), num_parameters=spec.num_parameters(),
                  num_trainable_parameters=spec.num_parameters(True),
                  client_sizes=list(data.client_sizes),
                  min_pairwise_distance=data.min_pairwise_distance, lr=config.lr)
+  summary_path = os.path.join(out, 'summary.json')
+
+  def checkpoint(t, weights):
+    recorders.write_checkpoint(checkpoints, t, weights)
+    recorders.write_json(summary_path, summary)
+
   start = time.perf_counter()
   try:
     with native.native_engine(log_path=os.path.join(out, 'worker.log')):
-      weights = proc.initialize()
-      metrics = evaluate(weights, 0)
-      record(0, metrics)
-      summary['initial'] = metrics
-      logging.info('round 0/%d train/loss %.4g  (n=%d, N=%d, delta=%.3g)',
-                   config.rounds, metrics['train/loss'], data.num_examples,
-                   n_clients, data.min_pairwise_distance)
-      for t in range(1, config.rounds + 1):
+      if resumed:
+        weights = resumed[1]
+        previous = recorders.read_json(summary_path) or {}
+        summary['initial'] = previous.get('initial', {})
+        summary['resumed_from_round'] = start_round
+        logging.info('resuming after round %d from %s', start_round,
+                     checkpoints)
+      else:
+        weights = proc.initialize()
+        metrics = evaluate(weights, 0)
+        record(0, metrics)
+        summary['initial'] = metrics
+        logging.info('round 0/%d train/loss %.4g  (n=%d, N=%d, delta=%.3g)',
+                     config.rounds, metrics['train/loss'], data.num_examples,
+                     n_clients, data.min_pairwise_distance)
+      metrics = {}
+      for t in range(start_round + 1, config.rounds + 1):
         tick = time.perf_counter()
         cohort = sample_cohort(config.seed, t, n_clients, config.cohort_size)
         weights, metrics = train_round(weights, t, clients(cohort, t))
@@ -226,17 +275,26 @@ def run(experiment: Experiment) -> dict:
         record(t, metrics)
         summary['rounds_completed'] = t
         elapsed = time.perf_counter() - start
+        done = t - start_round
         logging.info('round %d/%d train/loss %s  %.3f s/round  ETA %.0f s', t,
                      config.rounds,
                      '%.4g' % metrics['train/loss'] if 'train/loss' in metrics
                      else '-', round_time,
-                     elapsed / t * (config.rounds - t))
+                     elapsed / done * (config.rounds - t))
         if not all(math.isfinite(metrics.get(k, 0.0))
                    for k in ('train/loss', 'train/local_loss')):
           summary['status'] = 'diverged'
           logging.error('round %d: the loss is not finite; the run diverged '
                         '(try a smaller --client_lr)', t)
           break
+        if stop is not None and stop.is_set():
+          summary['status'] = 'interrupted'
+          checkpoint(t, weights)
+          logging.warning('stopped after round %d; rerun the same command to '
+                          'resume', t)
+          break
+        if config.checkpoint_every and t % config.checkpoint_every == 0:
+          checkpoint(t, weights)
       else:
         summary['status'] = 'completed'
       summary['final'] = metrics

@@ -54,6 +54,7 @@ class Worker:
                host: str = 'localhost'):
     self.port = port or portpicker.pick_unused_port()
     self.host = host
+    self.log_path = log_path
     self._log = open(log_path, 'ab') if log_path else subprocess.DEVNULL
     self.process = subprocess.Popen(
         [WORKER_BINARY, f'--port={self.port}',
@@ -65,18 +66,28 @@ class Worker:
     atexit.register(self.stop)
 
   def watch(self):
-    """Interrupts the main thread if the worker exits before stop().
+    """Raises WorkerDiedError in the main thread if the worker exits early.
 
     TFF retries a call to an unreachable worker forever; without this a run
-    whose worker was killed (or ran out of memory) would hang.
+    whose worker was killed (or ran out of memory) would hang. The watcher
+    thread sends this process SIGUSR1, a real signal, which also wakes a main
+    thread blocked on a lock.
     """
+    def raise_died(signum, frame):
+      if self.died:
+        raise WorkerDiedError(
+            f'the TFF worker at {self.address} (pid {self.process.pid}) '
+            f'exited with status {self.process.returncode} during the run'
+            + (f'; see {self.log_path}' if self.log_path else ''))
+
     def wait():
       self.process.wait()
       if not self._stopping:
         self.died = True
-        # A real signal: it also wakes a main thread blocked on a lock,
-        # which _thread.interrupt_main() does not.
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    if threading.current_thread() is threading.main_thread():
+      signal.signal(signal.SIGUSR1, raise_died)
     threading.Thread(target=wait, daemon=True, name='worker-watch').start()
 
   @property
@@ -138,12 +149,5 @@ def native_engine(log_path: str | None = None):
     worker.watch()
     with tff.framework.get_context_stack().install(context):
       yield worker
-  except KeyboardInterrupt:
-    if worker.died:
-      raise WorkerDiedError(
-          f'the TFF worker at {worker.address} (pid {worker.process.pid}) '
-          f'exited with status {worker.process.returncode} during the run'
-          + (f'; see {log_path}' if log_path else '')) from None
-    raise
   finally:
     worker.stop()
