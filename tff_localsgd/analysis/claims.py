@@ -211,7 +211,9 @@ def sample_size(runs, eps):
   censored = [p for p in points if not math.isfinite(p[1])]
   if len(points) < 3 or censored:
     return Claim('C2', claim, f'{len(censored)} of {len(points)} trials did '
-                 'not reach epsilon' if points else 'no completed E3 run',
+                 'not reach epsilon (' + ', '.join(
+                     f'n={n} seed {s}' for n, _, s in censored) + ')'
+                 if points else 'no completed E3 run',
                  criterion, 'INCONCLUSIVE', 'E3_sample_size.png',
                  {'points': points})
   n, t, g = (np.array(v, float) for v in zip(*points))

@@ -117,10 +117,17 @@ def draw_all(runs, claims, out_dir, eps) -> list:
     ax.legend(fontsize=7)
     ax.set_title('E2: rounds to epsilon by K')
     written.append(_save(fig, out_dir, 'E2_local_steps.png'))
-  if 'C2' in data and 'power_law' in data['C2']:
+  if data.get('C2', {}).get('points'):
+    points = data['C2']['points']
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    _loglog(ax, data['C2']['points'], 'E3: rounds to epsilon vs n',
-            data['C2']['power_law'])
+    _loglog(ax, points, 'E3: rounds to epsilon vs n',
+            data['C2'].get('power_law'))
+    censored = [p[0] for p in points if not math.isfinite(p[1])]
+    if censored:  # shown, not dropped: they did not reach epsilon
+      top = max([p[1] for p in points if math.isfinite(p[1])], default=1)
+      ax.scatter(censored, [top * 1.5] * len(censored), marker='^',
+                 color='gray', label='not reached')
+      ax.legend(fontsize=7)
     ax.set_xlabel('examples n')
     written.append(_save(fig, out_dir, 'E3_sample_size.png'))
   for name, label, scale in (
