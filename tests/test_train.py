@@ -218,3 +218,14 @@ def test_a_dead_worker_stops_the_run_with_a_clear_error(tmp_path):
   assert 'WorkerDiedError' in stderr and f'pid {worker.pid}' in stderr
   summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
   assert summary['status'] == 'failed'
+
+
+def test_a_lockstep_round_too_large_for_memory_is_refused(tmp_path):
+  # m=4096, 8 clients, K=10 was killed by the kernel at 22.9 GB on 24 GB;
+  # this one would need terabytes.
+  result = train(tmp_path / 'root', '--width=8192',
+                 '--num_clients=64', '--num_examples=256', '--batch_size=2',
+                 '--local_steps=50', '--diag_every=1')
+  assert result.returncode == 2
+  assert '--lockstep_drift' in result.stderr.splitlines()[-1]
+  assert not (tmp_path / 'root').exists()
