@@ -182,3 +182,12 @@ def assert_close_rel(actual, desired, rtol):
   scale = np.max(np.abs(desired))
   assert scale > 0
   np.testing.assert_allclose(actual, desired, rtol=0, atol=rtol * scale)
+
+
+def problem(loss, seed=0, n=12, d=5, c=3):
+  """n unit-norm inputs in R^d with Gaussian targets (mse) or one-hot labels."""
+  rng = np.random.default_rng(seed)
+  x = unit_rows(rng, n, d)
+  if loss == 'xent':
+    return x, one_hot(rng.integers(0, c, n), c)
+  return x, rng.standard_normal((n, c)).astype(np.float32)

@@ -52,13 +52,7 @@ def numpy_cnn_preactivations(weights, x):
 
 
 def mlp_problem(seed=0, n=12, d=5, c=3, loss='mse'):
-  rng = np.random.default_rng(seed)
-  x = ref.unit_rows(rng, n, d)
-  if loss == 'xent':
-    y = ref.one_hot(rng.integers(0, c, n), c)
-  else:
-    y = rng.standard_normal((n, c)).astype(np.float32)
-  return x, y
+  return ref.problem(loss, seed, n, d, c)
 
 
 def images(n, seed=0):

@@ -152,13 +152,7 @@ def test_numpy_reference_forward_equals_models_forward(depth, activation):
 
 
 def _problem(loss, seed=0, n=12, d=5, c=3):
-  rng = np.random.default_rng(seed)
-  x = ref.unit_rows(rng, n, d)
-  if loss == 'xent':
-    y = ref.one_hot(rng.integers(0, c, n), c)
-  else:
-    y = rng.standard_normal((n, c)).astype(np.float32)
-  return x, y
+  return ref.problem(loss, seed, n, d, c)
 
 
 @pytest.mark.parametrize('loss', ['mse', 'xent'])

@@ -17,13 +17,19 @@ import numpy as np
 import tensorflow as tf
 
 
-def atomic_write(path: str, text: str):
-  """Writes `text` to `path` so that readers see the old or the new file."""
+def atomic_write(path: str, content):
+  """Writes `content` to `path` so that readers see the old or the new file.
+
+  content: a str, or a function that writes to a binary file object.
+  """
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
   try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
+    with os.fdopen(fd, 'w' if isinstance(content, str) else 'wb') as f:
+      if isinstance(content, str):
+        f.write(content)
+      else:
+        content(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -156,17 +162,9 @@ def write_checkpoint(directory: str, round_num: int, weights, keep: int = 2):
   """
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, f'{CHECKPOINT_PREFIX}{round_num:08d}.npz')
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.checkpoint')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, round=np.int64(round_num),
-               **{f'w{i}': np.asarray(w) for i, w in enumerate(weights)})
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  atomic_write(path, lambda f: np.savez(
+      f, round=np.int64(round_num),
+      **{f'w{i}': np.asarray(w) for i, w in enumerate(weights)}))
   for old in sorted(glob.glob(os.path.join(
       directory, f'{CHECKPOINT_PREFIX}*.npz')))[:-keep]:
     os.remove(old)
