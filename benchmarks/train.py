@@ -1,7 +1,7 @@
 """Trains one Local SGD experiment on TFF and records it.
 
   python -m benchmarks.train --width=2048 --rounds=30 --experiment=wide
-  python -m benchmarks.train --flagfile=benchmarks/configs/quick.cfg
+  python -m benchmarks.train --flagfile=benchmarks/configs/wide_mlp.cfg
 
 Writes <root_dir>/<experiment>/: TensorBoard events, metrics.csv,
 config.json, summary.json, checkpoints/ (see tff_localsgd/training.py).
