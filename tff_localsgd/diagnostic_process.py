@@ -45,10 +45,6 @@ DRIFT_STEP_METRICS = ('grad_diff', 'grad_diff_rel', 'smooth_eff',
                       'nonsmooth_frac')
 
 
-def _norm(tensors):
-  return tf.linalg.global_norm(list(tensors))
-
-
 class DiagnosticComputations:
   """The diagnostic computations for one LocalSGDProcess."""
 
@@ -91,21 +87,18 @@ class DiagnosticComputations:
     def client_end(weights, local, data):
       """(w^t, w_i^{t,K}, ClientData) -> <delta_i, grad_diff_vs_start_i>"""
       start = spec.trainable(weights)
-      _, g_local = local_update.gradient(
-          layers, loss, spec.with_trainable(weights, local), idx, data['x'],
-          data['y'])
-      _, g_start = local_update.gradient(layers, loss, weights, idx,
-                                         data['x'], data['y'])
       return collections.OrderedDict(
           delta=tuple(w - w0 for w, w0 in zip(local, start)),
-          grad_diff_vs_start=_norm(a - b for a, b in zip(g_local, g_start)))
+          grad_diff_vs_start=diagnostics.gradient_difference(
+              layers, loss, spec.with_trainable(weights, local), weights, idx,
+              data['x'], data['y']))
 
     means_type = client_measure.type_signature.result
 
     @tff.tensorflow.computation(means_type)
     def server_combine(means):
       """p-weighted means at step k -> the step's drift metrics"""
-      grad_norm = _norm(means['grad_avg'])
+      grad_norm = diagnostics.norm(means['grad_avg'])
       return collections.OrderedDict(
           grad_diff=means['grad_diff'],
           grad_diff_rel=tf.math.divide_no_nan(means['grad_diff'], grad_norm),
@@ -124,7 +117,7 @@ class DiagnosticComputations:
 
     @tff.tensorflow.computation(t_type, t_type)
     def distance(local, average):
-      return _norm(a - b for a, b in zip(local, average))
+      return diagnostics.norm(a - b for a, b in zip(local, average))
 
     def virtual_average(local, p):
       # sum_i p_i w_i with p_i = n_i / n computed on the client: exact for a
@@ -198,7 +191,7 @@ class DiagnosticComputations:
 
     @tff.tensorflow.computation(client_grad.type_signature.result.grad)
     def global_norm(grads):
-      return _norm(grads)
+      return diagnostics.norm(grads)
 
     @tff.federated_computation(tff.FederatedType(w_type, tff.SERVER),
                                tff.FederatedType(d_type, tff.CLIENTS))

@@ -48,7 +48,7 @@ def _sum_squares(tensors):
   return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
 
 
-def _norm(tensors):
+def norm(tensors):
   """||(t_1, ..., t_k)||: the Euclidean norm of the concatenated tensors."""
   return tf.sqrt(_sum_squares(tensors))
 
@@ -135,7 +135,7 @@ def weight_change(layers, weights, initial_weights, trainable_indices,
         norm0 = initial_spectral[layer.name]
       out[f'weight_change_spectral_rel/{layer.name}'] = (
           spectral_norm(delta, spectral_iterations) / norm0)
-  out['weight_change_rel'] = _norm(deltas) / _norm(inits)
+  out['weight_change_rel'] = norm(deltas) / norm(inits)
   return out
 
 
@@ -264,7 +264,7 @@ def gradient_difference(layers, loss, local_weights, average_weights,
                                      trainable_indices, x, y)
   _, g_avg = local_update.gradient(layers, loss, _tensors(average_weights),
                                    trainable_indices, x, y)
-  return _norm([a - b for a, b in zip(g_local, g_avg)])
+  return norm([a - b for a, b in zip(g_local, g_avg)])
 
 
 def client_drift(layers, loss, local_weights, average_weights,
@@ -284,8 +284,8 @@ def client_drift(layers, loss, local_weights, average_weights,
                                         trainable_indices, x, y)
   diff = [g - g0 for g, g0 in zip(grad_local, grad_avg)]
   return collections.OrderedDict([
-      ('grad_diff', _norm(diff)),
-      ('weight_dist', _norm(v)),
-      ('nonsmooth', _norm([d - h for d, h in zip(diff, hvp)])),
+      ('grad_diff', norm(diff)),
+      ('weight_dist', norm(v)),
+      ('nonsmooth', norm([d - h for d, h in zip(diff, hvp)])),
       ('grad_avg', grad_avg),
   ])

@@ -12,13 +12,11 @@ import dataclasses
 import hashlib
 import math
 import os
-import platform
 import time
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
-import tensorflow_federated as tff
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
@@ -27,6 +25,7 @@ from tff_localsgd import diagnostics
 from tff_localsgd import models
 from tff_localsgd import process as process_lib
 from tff_localsgd import recorders
+from tff_localsgd.analysis import provenance
 from tff_localsgd.engines import native
 
 COHORT_STREAM = 4  # SeedSequence([seed, COHORT_STREAM, t]): round t's cohort
@@ -44,11 +43,6 @@ def sample_cohort(seed: int, round_num: int, num_clients: int,
   rng = np.random.default_rng(
       np.random.SeedSequence([seed, COHORT_STREAM, round_num]))
   return np.sort(rng.choice(num_clients, cohort_size, replace=False))
-
-
-def versions() -> dict:
-  return dict(python=platform.python_version(), tensorflow=tf.__version__,
-              tensorflow_federated=tff.__version__, numpy=np.__version__)
 
 
 @dataclasses.dataclass
@@ -261,7 +255,8 @@ def run(experiment: Experiment, stop=None) -> dict:
     return weights, metrics
 
   summary = dict(status='running', rounds_completed=start_round,
-                 versions=versions(), num_parameters=spec.num_parameters(),
+                 versions=provenance.versions(),
+                 num_parameters=spec.num_parameters(),
                  num_trainable_parameters=spec.num_parameters(True),
                  client_sizes=list(data.client_sizes),
                  min_pairwise_distance=data.min_pairwise_distance, lr=config.lr)

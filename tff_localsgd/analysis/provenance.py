@@ -31,11 +31,17 @@ def _gpus() -> list:
   return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def collect(repo_dir: str) -> dict:
-  """Provenance of the current process: git, image, versions, hardware."""
-  import numpy as np
+def versions() -> dict:
+  """The versions of Python and the numerical stack in this process."""
+  import numpy as np  # imported here: the report need not load TF eagerly
   import tensorflow as tf
   import tensorflow_federated as tff
+  return dict(python=platform.python_version(), tensorflow=tf.__version__,
+              tensorflow_federated=tff.__version__, numpy=np.__version__)
+
+
+def collect(repo_dir: str) -> dict:
+  """Provenance of the current process: git, image, versions, hardware."""
   commit = _run(['git', 'rev-parse', 'HEAD'], cwd=repo_dir) or os.environ.get(
       'TFF_LOCALSGD_COMMIT', 'unknown')
   dirty = bool(_run(['git', 'status', '--porcelain', '--untracked-files=no'],
@@ -44,10 +50,7 @@ def collect(repo_dir: str) -> dict:
       'git_commit': commit,
       'git_dirty': dirty,
       'container_image': os.environ.get('TFF_LOCALSGD_IMAGE', 'none'),
-      'python': platform.python_version(),
-      'tensorflow': tf.__version__,
-      'tensorflow_federated': tff.__version__,
-      'numpy': np.__version__,
+      **versions(),
       'cpu': _cpu_model(),
       'cpu_cores': os.cpu_count(),
       'gpus': _gpus() or ['none'],
