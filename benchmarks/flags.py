@@ -49,6 +49,14 @@ _HELP = {
     'probe_size': 'training examples (chosen by seed) for activation flips '
                   'and the NTK',
     'ntk_every': 'measure the empirical NTK every this many rounds (0 = off)',
+    'engine': 'auto, native (TFF C++ runtime), inprocess (MapReduceForm run '
+              'in this process, on the GPU if there is one) or remote',
+    'workers': 'remote engine: TFF workers as host:port,host:port',
+    'device': 'inprocess engine: TensorFlow device, e.g. /CPU:0 or /GPU:0 '
+              '(empty: the GPU if TensorFlow sees one)',
+    'clients_per_pack': 'P: clients trained together by one TFF client '
+                        '(stacked weights, batched matmuls)',
+    'jit': 'compile the client computation with XLA',
     'checkpoint_every': 'write <run dir>/checkpoints/ every this many rounds '
                         '(0 = only when stopped by a signal)',
     'root_dir': 'runs are written to <root_dir>/<experiment>/',

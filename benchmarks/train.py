@@ -54,6 +54,9 @@ def _existing_run(out: str, config) -> str:
     return 'new'
   recorded = recorders.read_json(os.path.join(out, 'config.json'))
   current = dataclasses.asdict(config)
+  for field in config_lib.EXECUTION_FIELDS:
+    current.pop(field)
+    (recorded or {}).pop(field, None)
   if recorded != current:
     diff = sorted(k for k in set(current) | set(recorded or {})
                   if (recorded or {}).get(k) != current.get(k))

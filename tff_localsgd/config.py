@@ -19,6 +19,10 @@ TRAIN_LAYERS = ('all', 'hidden')
 LOSSES = ('mse', 'xent')
 ALGORITHMS = ('local_sgd', 'local_gd', 'minibatch_sgd')
 LR_SCALES = ('none', 'width')
+ENGINES = ('auto', 'native', 'inprocess', 'remote')
+# How a run is executed, not what it computes (the engines agree, tested): a
+# run may resume with other values of these.
+EXECUTION_FIELDS = ('engine', 'workers', 'device', 'clients_per_pack', 'jit')
 
 
 class ConfigError(ValueError):
@@ -67,6 +71,12 @@ class ExperimentConfig:
   diag_per_step: bool = False
   probe_size: int = 64
   ntk_every: int = 0  # 0 = off
+  # Execution (see tff_localsgd/engines/).
+  engine: str = 'auto'
+  workers: str = ''  # remote engine: host:port,host:port
+  device: str = ''  # inprocess engine: '' = GPU if TensorFlow sees one, else CPU
+  clients_per_pack: int = 1  # P: virtual clients one TFF client trains at once
+  jit: bool = False  # compile the client computation with XLA
   # Output.
   checkpoint_every: int = 10  # 0 = no periodic checkpoints
   root_dir: str = 'runs'
@@ -105,13 +115,14 @@ class ExperimentConfig:
     """Returns self, or raises ConfigError naming the first bad field."""
     choices = dict(dataset=DATASETS, target=TARGETS, partition=PARTITIONS,
                    model=MODELS, train_layers=TRAIN_LAYERS, loss=LOSSES,
-                   algorithm=ALGORITHMS, lr_scale=LR_SCALES)
+                   algorithm=ALGORITHMS, lr_scale=LR_SCALES, engine=ENGINES)
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ConfigError(name, f'{getattr(self, name)!r} is not one of '
                           f'{", ".join(allowed)}')
     positive = ('input_dim', 'output_dim', 'num_clients', 'shards_per_client',
-                'width', 'local_steps', 'batch_size', 'rounds', 'eval_every')
+                'width', 'local_steps', 'batch_size', 'rounds', 'eval_every',
+                'clients_per_pack')
     for name in positive:
       if getattr(self, name) <= 0:
         raise ConfigError(name, f'must be > 0, got {getattr(self, name)}')
@@ -147,6 +158,16 @@ class ExperimentConfig:
     if self.ntk_every and not self.probe_size:
       raise ConfigError('probe_size', 'the NTK is measured on the probe set; '
                         'it needs probe_size > 0')
+    if self.clients_per_pack > self.cohort_size:
+      raise ConfigError('clients_per_pack', f'{self.clients_per_pack} > the '
+                        f'{self.cohort_size} clients of a round')
+    if (self.engine == 'remote') != bool(self.workers):
+      raise ConfigError('workers', 'give --workers=host:port,... exactly when '
+                        '--engine=remote')
+    for address in filter(None, self.workers.split(',')):
+      host, _, port = address.rpartition(':')
+      if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError('workers', f'{address!r} is not host:port')
     if not self.experiment or '/' in self.experiment:
       raise ConfigError('experiment', 'must be a non-empty name without "/"')
     return self

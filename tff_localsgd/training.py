@@ -26,7 +26,7 @@ from tff_localsgd import models
 from tff_localsgd import process as process_lib
 from tff_localsgd import recorders
 from tff_localsgd.analysis import provenance
-from tff_localsgd.engines import native
+from tff_localsgd import engines
 
 COHORT_STREAM = 4  # SeedSequence([seed, COHORT_STREAM, t]): round t's cohort
 
@@ -268,7 +268,7 @@ def run(experiment: Experiment, stop=None) -> dict:
 
   start = time.perf_counter()
   try:
-    with native.native_engine(log_path=os.path.join(out, 'worker.log')):
+    with engines.engine(config, log_path=os.path.join(out, 'worker.log')):
       if resumed:
         weights = resumed[1]
         previous = recorders.read_json(summary_path) or {}

@@ -1,1 +1,40 @@
-"""Engines: where the TFF computations run."""
+"""Engines: where a run's TFF computations execute.
+
+`engine(config, log_path)` is a context manager; inside it, calling a TFF
+computation runs it on the engine the config names:
+
+  native     TFF's C++ runtime in a worker_binary the run starts (native.py)
+  inprocess  the round compiled to a MapReduceForm and run by TensorFlow in
+             this process, on the GPU if there is one (inprocess.py)
+  remote     TFF workers already running elsewhere, --workers (remote.py)
+  auto       inprocess when TensorFlow sees a GPU, else native
+"""
+
+import contextlib
+
+from tff_localsgd.engines import native
+
+
+def resolve(config) -> str:
+  """The engine `auto` stands for on this machine, or config.engine."""
+  if config.engine != 'auto':
+    return config.engine
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return 'inprocess' if tf.config.list_physical_devices('GPU') else 'native'
+
+
+@contextlib.contextmanager
+def engine(config, log_path: str | None = None):
+  """Runs the TFF computations called inside the block on config's engine."""
+  name = resolve(config)
+  if name == 'native':
+    with native.native_engine(log_path=log_path) as worker:
+      yield worker
+  elif name == 'remote':
+    from tff_localsgd.engines import remote  # pylint: disable=g-import-not-at-top
+    with remote.remote_engine(config.workers.split(',')) as workers:
+      yield workers
+  else:
+    from tff_localsgd.engines import inprocess  # pylint: disable=g-import-not-at-top
+    with inprocess.inprocess_engine(config.device, log_path=log_path) as ctx:
+      yield ctx
