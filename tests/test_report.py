@@ -128,3 +128,35 @@ def test_rounds_to_eps_from_a_run(tmp_path):
   # 2 * 0.6^t <= 1e-2 * 2  <=>  t >= log(0.01)/log(0.6) = 9.01 -> round 10
   assert runs_lib.rounds_to_eps(run, 1e-2) == 10
   assert runs_lib.rounds_to_eps(run, 1e-9) == math.inf
+
+
+def test_provenance_names_the_image_and_gpus(tmp_path, monkeypatch):
+  """In the image (no git, TFF_LOCALSGD_* set at build time) the report's
+  provenance names the image, its base and commit, and the GPUs."""
+  from tff_localsgd.analysis import provenance
+  commit = 'ab' * 20
+  monkeypatch.setenv('TFF_LOCALSGD_IMAGE', 'tff-localsgd:test')
+  monkeypatch.setenv('TFF_LOCALSGD_BASE_IMAGE', 'localhost/localdebian')
+  monkeypatch.setenv('TFF_LOCALSGD_COMMIT', commit + '-dirty')
+  smi = 'NVIDIA A100-SXM4-40GB, 40960 MiB, 535.104.05\n'
+  monkeypatch.setattr(provenance, '_run', lambda cmd, cwd=None:
+                      smi if cmd[0] == 'nvidia-smi' else '')
+  prov = provenance.collect(str(tmp_path))
+  assert prov['git_commit'] == commit and prov['git_dirty'] is True
+  assert prov['gpus'] == ['NVIDIA A100-SXM4-40GB, 40960 MiB, driver 535.104.05']
+  make_suite(tmp_path)
+  recorders.write_json(str(tmp_path / 'provenance.json'), prov)
+  report.generate(str(tmp_path))
+  text = (tmp_path / 'REPORT.md').read_text()
+  assert '- container_image: `tff-localsgd:test`' in text
+  assert '- container_base_image: `localhost/localdebian`' in text
+  assert f'- git_commit: `{commit}`' in text
+  assert '- gpus: `NVIDIA A100-SXM4-40GB, 40960 MiB, driver 535.104.05`' in text
+  # Without nvidia-smi, the GPUs TensorFlow sees (none here), never empty.
+  monkeypatch.setattr(provenance, '_run', lambda cmd, cwd=None: '')
+  monkeypatch.delenv('TFF_LOCALSGD_COMMIT')
+  prov = provenance.collect(str(tmp_path))
+  assert prov['git_dirty'] == 'unknown' and prov['gpus']
+  import tensorflow as tf
+  if not tf.config.list_physical_devices('GPU'):
+    assert prov['gpus'] == ['none']

@@ -106,7 +106,8 @@ def generate(out: str) -> dict:
     lines.append('Every planned trial completed.')
   lines += suite.get('not_run', [])
   lines += ['', '## Provenance', '']
-  lines += [f'- {k}: `{v}`' for k, v in provenance.items()]
+  lines += [f'- {k}: `{"; ".join(map(str, v)) if isinstance(v, list) else v}`'
+            for k, v in provenance.items()]
   lines += ['', '## Trials and their flags', '',
             '| trial | status | flags (non-default) |', '|---|---|---|']
   lines += [f'| {r.experiment}/{r.group}/{r.name} | {r.status} | '
