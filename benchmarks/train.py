@@ -25,6 +25,7 @@ from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
 from tff_localsgd import recorders
 from tff_localsgd import training
+from tff_localsgd.engines import remote
 
 flag_defs.define_config_flags()
 flags.DEFINE_bool('overwrite', False,
@@ -77,7 +78,12 @@ def main(argv):
   try:
     experiment = training.Experiment.prepare(config)
     state = 'new' if flags.FLAGS.overwrite else _existing_run(out, config)
-  except (config_lib.ConfigError, data_lib.DataUnavailableError) as e:
+    if config.engine == 'remote':
+      # Before anything is written: an unreachable worker is bad input.
+      for channel in remote.check_workers(config.workers.split(',')):
+        channel.close()
+  except (config_lib.ConfigError, data_lib.DataUnavailableError,
+          remote.WorkerUnreachableError) as e:
     flag_defs.exit_bad_input(str(e))
   if state == 'completed':
     logging.info('%s already completed; nothing to do (--overwrite reruns it)',
@@ -87,7 +93,7 @@ def main(argv):
     shutil.rmtree(out, ignore_errors=True)
   try:
     summary = training.run(experiment, stop=stop)
-  except recorders.CheckpointError as e:
+  except (recorders.CheckpointError, remote.WorkerUnreachableError) as e:
     flag_defs.exit_bad_input(str(e))
   logging.info('%s: %s after %d rounds, train/loss %s, %.1f s; results in %s',
                config.experiment, summary['status'],
