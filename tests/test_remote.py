@@ -139,3 +139,40 @@ def test_a_worker_dying_mid_run_stops_it_and_it_resumes(tmp_path):
   finally:
     first.stop()
     second.stop()
+
+
+def test_the_worker_binary_wrapper(tmp_path):
+  from benchmarks import worker as worker_main  # no TensorFlow in it
+  assert worker_main.worker_binary() == native.WORKER_BINARY
+  for bad in (['--port=0'], ['--port=65536'], ['--port=x'], []):
+    result = subprocess.run([sys.executable, '-m', 'benchmarks.worker', *bad],
+                            cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and '--port' in result.stderr, bad
+
+  port = portpicker.pick_unused_port()
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'benchmarks.worker', f'--port={port}'], cwd=ROOT,
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    # worker_binary binds every interface: the wrapper must say so.
+    lines, deadline = [], time.monotonic() + 60
+    while not any('warning' in line for line in lines):
+      assert time.monotonic() < deadline and proc.poll() is None, lines
+      lines.append(proc.stderr.readline())
+    assert f'[::]:{port}' in lines[-1] and 'never publish' in lines[-1]
+    binary = [c for c in psutil.Process(proc.pid).children()
+              if c.exe() == native.WORKER_BINARY]
+    assert len(binary) == 1
+    busy = subprocess.run([sys.executable, '-m', 'benchmarks.worker',
+                           f'--port={port}'], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert busy.returncode == 2 and '--port' in busy.stderr
+    remote.check_workers([f'localhost:{port}'])[0].close()  # it serves TFF
+    proc.terminate()  # forwarded to worker_binary
+    assert proc.wait(timeout=30) != 0
+    binary[0].wait(timeout=10)
+    assert not binary[0].is_running()
+  finally:
+    if proc.poll() is None:
+      proc.kill()
