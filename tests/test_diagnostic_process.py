@@ -47,6 +47,24 @@ def test_lockstep_round_advances_the_model_like_the_ordinary_round(overrides):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize('steps_per_call', [1, 2])
+def test_lockstep_round_in_chunks_equals_one_call(steps_per_call):
+  # Chunks bound the memory; they must not change a single bit.
+  config = make_config(algorithm='local_sgd', local_steps=3)
+  _, proc, diag = build_all(config)
+  data = round_data(make_clients(), 1)
+  weights = proc.initialize()
+  whole = diag.lockstep_next(weights, data)
+  chunked = diag.lockstep_next(weights, data, steps_per_call=steps_per_call)
+  for a, b in zip(whole[0], chunked[0]):
+    np.testing.assert_array_equal(a, b)
+  assert len(chunked[1]['steps']) == 3
+  for name in ('steps', 'model_divergence', 'grad_diff_vs_start'):
+    assert repr(whole[1][name]) == repr(chunked[1][name])
+  for name, values in whole[2].items():
+    np.testing.assert_array_equal(values, chunked[2][name])
+
+
 def numpy_drift(weights, clients, batches, lr, steps):
   """Per-step drift of one Local SGD round, from the definitions, in float64."""
   counts = np.array([len(x) for x, _ in clients], np.float64)

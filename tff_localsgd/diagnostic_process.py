@@ -26,11 +26,13 @@ reported as 0; with one client or K = 1 the drift is exactly 0. Its type:
      <weights@SERVER, <per-step drift>@SERVER, <per-client drift>@CLIENTS>)
 
 It has K + 1 aggregations, so it has no MapReduceForm; it runs on the native
-engine. `server_diagnostics`, `ntk_gram` and `client_probe` measure the
+(or remote) engine, in calls of a few local steps each, as many as memory
+allows (`lockstep_next(..., steps_per_call)`). `server_diagnostics`, `ntk_gram` and `client_probe` measure the
 averaged model: weight change, activation flips, NTK, grad F and F_i.
 """
 
 import collections
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -125,41 +127,69 @@ class DiagnosticComputations:
       return tff.federated_broadcast(
           tff.federated_sum(tff.federated_map(scale, (local, p))))
 
-    @tff.federated_computation(tff.FederatedType(w_type, tff.SERVER),
-                               tff.FederatedType(d_type, tff.CLIENTS))
-    def lockstep_next(weights, data):
-      """(<weights@SERVER, {ClientData}@CLIENTS> -> <weights@SERVER, steps@SERVER, clients@CLIENTS>)"""
-      broadcast = tff.federated_broadcast(weights)
-      n = tff.federated_map(num_examples, data)
-      p = tff.federated_map(share, (n, tff.federated_broadcast(
-          tff.federated_sum(n))))
-      start = tff.federated_map(trainable_of, broadcast)
-      local, steps = start, []
-      for k in range(num_steps):
-        # At k = 0 every client holds w^t: the average is w^t, exactly.
-        average = start if k == 0 else virtual_average(local, p)
-        measured = tff.federated_map(client_measure,
-                                     (broadcast, local, average, data))
-        steps.append(tff.federated_map(
-            server_combine, tff.federated_mean(measured, weight=n)))
-        step = tff.federated_broadcast(tff.federated_value(np.int32(k),
-                                                          tff.SERVER))
-        local = tff.federated_map(client_step, (broadcast, local, data, step))
-      divergence = tff.federated_map(distance,
-                                     (local, virtual_average(local, p)))
-      end = tff.federated_map(client_end, (broadcast, local, data))
-      delta = tff.federated_mean(end.delta, weight=n)
-      new_weights = tff.federated_map(proc.server_update, (weights, delta))
-      summary = collections.OrderedDict(
-          steps=tff.federated_zip(tuple(steps)),
-          model_divergence=tff.federated_mean(divergence, weight=n),
-          grad_diff_vs_start=tff.federated_mean(end.grad_diff_vs_start,
-                                                weight=n))
-      per_client = collections.OrderedDict(
-          grad_diff=measured.grad_diff, nonsmooth=measured.nonsmooth,
-          model_divergence=divergence,
-          grad_diff_vs_start=end.grad_diff_vs_start)
-      return new_weights, tff.federated_zip(summary), per_client
+    server_w = tff.FederatedType(w_type, tff.SERVER)
+    clients_d = tff.FederatedType(d_type, tff.CLIENTS)
+    clients_t = tff.FederatedType(t_type, tff.CLIENTS)
+
+    def lockstep_chunk(first: int, last: int):
+      """Local steps first..last-1 of the lockstep round, one TFF call.
+
+      Steps 0..K-1 split into chunks because TFF's runtime keeps every value
+      of a call alive until the call returns: a chunk's memory grows with its
+      number of steps, and the local models cross between chunks as
+      {t_type}@CLIENTS values. The first chunk starts from w^t; the last one
+      ends the round. Types (first / middle / last chunk):
+
+        (<weights@SERVER, {ClientData}@CLIENTS> -> <{local}@CLIENTS, steps@SERVER>)
+        (<weights@SERVER, {local}@CLIENTS, {ClientData}@CLIENTS> -> <{local}@CLIENTS, steps@SERVER>)
+        (<weights@SERVER, {local}@CLIENTS, {ClientData}@CLIENTS> ->
+         <weights@SERVER, <steps, summary>@SERVER, per-client@CLIENTS>)
+      """
+      def body(weights, local, data):
+        broadcast = tff.federated_broadcast(weights)
+        n = tff.federated_map(num_examples, data)
+        p = tff.federated_map(share, (n, tff.federated_broadcast(
+            tff.federated_sum(n))))
+        start = tff.federated_map(trainable_of, broadcast)
+        if local is None:
+          local = start
+        steps = []
+        for k in range(first, last):
+          # At k = 0 every client holds w^t: the average is w^t, exactly.
+          average = start if k == 0 else virtual_average(local, p)
+          measured = tff.federated_map(client_measure,
+                                       (broadcast, local, average, data))
+          steps.append(tff.federated_map(
+              server_combine, tff.federated_mean(measured, weight=n)))
+          step = tff.federated_broadcast(tff.federated_value(np.int32(k),
+                                                            tff.SERVER))
+          local = tff.federated_map(client_step,
+                                    (broadcast, local, data, step))
+        steps = tff.federated_zip(tuple(steps))
+        if last < num_steps:
+          return local, steps
+        divergence = tff.federated_map(distance,
+                                       (local, virtual_average(local, p)))
+        end = tff.federated_map(client_end, (broadcast, local, data))
+        delta = tff.federated_mean(end.delta, weight=n)
+        new_weights = tff.federated_map(proc.server_update, (weights, delta))
+        summary = collections.OrderedDict(
+            steps=steps,
+            model_divergence=tff.federated_mean(divergence, weight=n),
+            grad_diff_vs_start=tff.federated_mean(end.grad_diff_vs_start,
+                                                  weight=n))
+        per_client = collections.OrderedDict(
+            grad_diff=measured.grad_diff, nonsmooth=measured.nonsmooth,
+            model_divergence=divergence,
+            grad_diff_vs_start=end.grad_diff_vs_start)
+        return new_weights, tff.federated_zip(summary), per_client
+
+      if first == 0:
+        return tff.federated_computation(server_w, clients_d)(
+            lambda weights, data: body(weights, None, data))
+      return tff.federated_computation(server_w, clients_t, clients_d)(body)
+
+    self._lockstep_chunk = functools.cache(lockstep_chunk)
 
     @tff.tensorflow.computation(w_type)
     def spectral_norms(weights):
@@ -203,8 +233,29 @@ class DiagnosticComputations:
       grad = tff.federated_mean(out.grad, weight=n)
       return tff.federated_map(global_norm, grad), out.loss
 
-    self.lockstep_next = lockstep_next
+    self.num_steps = num_steps
     self.spectral_norms = spectral_norms
     self.server_diagnostics = server_diagnostics
     self.ntk_gram = ntk_gram
     self.client_probe = client_probe
+
+  def lockstep_next(self, weights, data, steps_per_call: int | None = None):
+    """The lockstep round, in calls of at most steps_per_call local steps.
+
+    (weights, [ClientData]) -> (w^{t+1}, {steps: per-step drift,
+    model_divergence, grad_diff_vs_start}, per-client drift). The result does
+    not depend on steps_per_call (tested); it only bounds the memory.
+    """
+    size = min(steps_per_call or self.num_steps, self.num_steps)
+    bounds = list(range(0, self.num_steps, size)) + [self.num_steps]
+    local, steps = None, []
+    for first, last in zip(bounds, bounds[1:]):
+      chunk = self._lockstep_chunk(first, last)
+      args = (weights, data) if first == 0 else (weights, local, data)
+      if last < self.num_steps:
+        local, chunk_steps = chunk(*args)
+        steps.extend(chunk_steps)
+      else:
+        weights, summary, per_client = chunk(*args)
+    summary['steps'] = tuple(steps) + tuple(summary['steps'])
+    return weights, summary, per_client

@@ -67,31 +67,38 @@ class Experiment:
 
 
 # TFF's runtime keeps every value of a computation alive until it returns, so
-# the lockstep round holds a few copies of every client's model per local
-# step: measured 22.9 GB (then killed) for m=4096, 8 clients, K=10, i.e. about
-# 4.2 x cohort x K x 4 bytes per trainable parameter.
+# a lockstep call holds a few copies of every client's model per local step:
+# measured 22.9 GB (then killed) for m=4096, 8 clients and K=10 steps in one
+# call, i.e. about 4.5 x 4 bytes per trainable parameter, client and step.
 LOCKSTEP_BYTES_PER_PARAMETER_STEP_CLIENT = 4.5 * 4
-MEMORY_FRACTION = 0.75
+# Half the machine for one call: the local models crossing between calls and
+# the Python process need the rest.
+LOCKSTEP_MEMORY_FRACTION = 0.5
 
 
-def lockstep_memory_bytes(config, spec) -> float:
-  """Estimated peak memory of the lockstep round in the TFF worker."""
-  return (LOCKSTEP_BYTES_PER_PARAMETER_STEP_CLIENT * config.cohort_size *
-          config.local_steps * spec.num_parameters(trainable_only=True))
+def lockstep_steps_per_call(config, spec) -> int:
+  """Local steps per TFF call of the lockstep round that fit in memory.
+
+  0 if not even one step fits (the run is refused).
+  """
+  total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  per_step = (LOCKSTEP_BYTES_PER_PARAMETER_STEP_CLIENT * config.cohort_size *
+              spec.num_parameters(trainable_only=True))
+  return min(config.local_steps, int(LOCKSTEP_MEMORY_FRACTION * total
+                                     // per_step))
 
 
 def _check_lockstep_memory(config, spec):
   """Refuses, before any work, a lockstep round this machine cannot hold."""
   if not (config.diag_every and config.lockstep_drift):
     return
-  total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-  need = lockstep_memory_bytes(config, spec)
-  if need > MEMORY_FRACTION * total:
+  if not lockstep_steps_per_call(config, spec):
+    total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
     raise config_lib.ConfigError(
-        'lockstep_drift', f'the lockstep round needs about {need / 2**30:.0f} '
-        f'GB here (clients_per_round x local_steps x parameters), more than '
-        f'{MEMORY_FRACTION:.0%} of this machine\'s {total / 2**30:.0f} GB; use '
-        '--lockstep_drift=false, or fewer clients per round or local steps')
+        'lockstep_drift', 'one local step of the lockstep round needs more '
+        f'than {LOCKSTEP_MEMORY_FRACTION:.0%} of this machine\'s '
+        f'{total / 2**30:.0f} GB (clients_per_round x parameters); use '
+        '--lockstep_drift=false, or fewer clients per round')
 
 
 def _evaluate(proc, weights, clients, num_classes, prefix):
@@ -113,14 +120,15 @@ class _Diagnostics:
     self.initial = tuple(spec.initial_weights)
     self.initial_gram = None
     self.initial_spectral = None
+    self.steps_per_call = lockstep_steps_per_call(config, spec)
 
   def due(self, round_num) -> bool:
     return bool(self.config.diag_every) and round_num % self.config.diag_every == 0
 
   def lockstep_round(self, weights, cohort):
     """One lockstep round: (w^{t+1}, round metrics, histograms, step rows)."""
-    weights, summary, per_client = self.computations.lockstep_next(weights,
-                                                                   cohort)
+    weights, summary, per_client = self.computations.lockstep_next(
+        weights, cohort, steps_per_call=self.steps_per_call)
     steps = summary['steps']
     metrics = {'drift/grad_diff_vs_start': float(summary['grad_diff_vs_start']),
                'drift/model_divergence': float(summary['model_divergence'])}
