@@ -12,6 +12,9 @@ computation runs it on the engine the config names:
 
 import contextlib
 
+import tensorflow as tf
+
+from tff_localsgd.engines import inprocess
 from tff_localsgd.engines import native
 
 
@@ -19,7 +22,6 @@ def resolve(config) -> str:
   """The engine `auto` stands for on this machine, or config.engine."""
   if config.engine != 'auto':
     return config.engine
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return 'inprocess' if tf.config.list_physical_devices('GPU') else 'native'
 
 
@@ -35,6 +37,5 @@ def engine(config, log_path: str | None = None):
     with remote.remote_engine(config.workers.split(',')) as workers:
       yield workers
   else:
-    from tff_localsgd.engines import inprocess  # pylint: disable=g-import-not-at-top
     with inprocess.inprocess_engine(config.device, log_path=log_path) as ctx:
       yield ctx

@@ -1,0 +1,118 @@
+"""The in-process engine against the native TFF runtime: the same computations
+must give the same results."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_process import build, make_clients, make_config, round_data
+from tff_localsgd import config as config_lib
+from tff_localsgd import engines
+from tff_localsgd import recorders
+from tff_localsgd import training
+from tff_localsgd.engines import inprocess
+from tff_localsgd.engines import native
+
+ROUNDS = 3
+
+
+def run_rounds(proc, clients, cohort=None):
+  """R rounds of next, then next_measured and evaluate: all Python values."""
+  weights = proc.initialize()
+  for t in range(ROUNDS):
+    weights, metrics = proc.next(weights, round_data(clients, t)[:cohort])
+  _, measured = proc.next_measured(weights, round_data(clients, ROUNDS))
+  return weights, metrics, measured, proc.evaluate(weights,
+                                                   round_data(clients, 0))
+
+
+@pytest.mark.parametrize('overrides', [
+    dict(algorithm='local_sgd'),
+    dict(algorithm='local_gd', server_lr=0.5),
+    dict(algorithm='minibatch_sgd', local_steps=1),
+    dict(algorithm='local_sgd', train_layers='hidden', depth=2),
+    dict(algorithm='local_sgd', dataset='digits', loss='xent'),
+])
+def test_inprocess_engine_equals_native(overrides):
+  config = make_config(**overrides)
+  spec, proc = build(config)
+  clients = make_clients(loss=config.loss)
+  with native.native_engine():
+    want = run_rounds(proc, clients)
+  with inprocess.inprocess_engine('/CPU:0'):
+    got = run_rounds(proc, clients)
+  moved = max(float(np.max(np.abs(w - w0)))
+              for w, w0 in zip(want[0], spec.initial_weights))
+  assert moved > 1e-3
+  for g, w in zip(got[0], want[0]):
+    assert g.dtype == w.dtype and g.shape == w.shape
+    np.testing.assert_allclose(g, w, rtol=0, atol=1e-6)
+  for got_metrics, want_metrics in zip(got[1:], want[1:]):
+    assert list(got_metrics) == list(want_metrics)  # same names, same order
+    for name in want_metrics:
+      np.testing.assert_allclose(got_metrics[name], want_metrics[name],
+                                 rtol=1e-6)
+
+
+def test_the_round_runs_in_process_and_initialize_natively():
+  config = make_config()
+  _, proc = build(config)
+  with inprocess.inprocess_engine('/CPU:0') as context:
+    weights = proc.initialize()
+    proc.next(weights, round_data(make_clients(), 0))
+    ran_here = {str(comp.type_signature) for comp, runner in
+                context._compiled.values() if runner is not None}
+  assert str(proc.iterative_process.next.type_signature) in ran_here
+  assert str(proc.iterative_process.initialize.type_signature) not in ran_here
+
+
+@pytest.mark.parametrize('partition', ['iid', 'dirichlet', 'shards'])
+def test_training_on_either_engine_gives_the_same_run(tmp_path, partition):
+  # End to end, with a sampled cohort and the diagnostics (whose lockstep
+  # round runs natively beside the in-process engine).
+  base = config_lib.ExperimentConfig(
+      num_examples=96, input_dim=8, num_clients=6, clients_per_round=4,
+      width=32, batch_size=4, local_steps=3, rounds=3, partition=partition,
+      diag_every=2, probe_size=8, root_dir=str(tmp_path))
+  rows = {}
+  for engine in ('native', 'inprocess'):
+    config = dataclasses.replace(base, engine=engine, experiment=engine)
+    summary = training.run(training.Experiment.prepare(config))
+    assert summary['status'] == 'completed'
+    rows[engine] = recorders.read_metrics(
+        os.path.join(training.run_dir(config), 'metrics.csv'))
+  assert len(rows['native']) == len(rows['inprocess']) == base.rounds + 1
+  for want, got in zip(rows['native'], rows['inprocess']):
+    for column, value in want.items():
+      if column.startswith('system_') or value == '':
+        continue
+      np.testing.assert_allclose(float(got[column]), float(value), rtol=2e-5,
+                                 atol=1e-7, err_msg=column)
+
+
+def test_auto_picks_inprocess_only_with_a_gpu():
+  config = config_lib.ExperimentConfig(engine='auto')
+  has_gpu = bool(tf.config.list_physical_devices('GPU'))
+  assert engines.resolve(config) == ('inprocess' if has_gpu else 'native')
+  assert engines.resolve(dataclasses.replace(config, engine='native')) == (
+      'native')
+
+
+@pytest.mark.skipif(not tf.config.list_physical_devices('GPU'),
+                    reason='needs a GPU: TensorFlow sees none')
+def test_inprocess_engine_places_the_matmuls_on_the_gpu(capfd):
+  config = make_config(width=64)
+  _, proc = build(config)
+  tf.debugging.set_log_device_placement(True)
+  try:
+    with inprocess.inprocess_engine() as context:
+      assert context.device == '/GPU:0'
+      proc.next(proc.initialize(), round_data(make_clients(), 0))
+  finally:
+    tf.debugging.set_log_device_placement(False)
+  placed = [line for line in capfd.readouterr().err.splitlines()
+            if 'MatMul' in line]
+  assert placed and all('GPU:0' in line for line in placed), placed[:5]
