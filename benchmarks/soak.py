@@ -1,0 +1,243 @@
+"""Soak benchmark: does a long run stay flat in memory, file descriptors and
+round time? (A benchmark, not a test: it takes tens of minutes.)
+
+  python -m benchmarks.soak                      # 2000 rounds, 100 clients
+  python -m benchmarks.soak --rounds=50 --out=/tmp/soak.md   # a quick look
+
+Runs one experiment (every ExperimentConfig flag applies; the defaults below
+are the soak's) in this process, on the engine the flags name (native on a
+CPU machine: one worker_binary). A sampler thread records, every
+--sample_every_s seconds, the rounds completed and, for this process and the
+TFF worker, the resident set size and the number of open file descriptors.
+Writes --out (Markdown) and the same path with .json (every sample, the
+per-round times, the run's summary).
+"""
+
+import dataclasses
+import os
+import resource
+import statistics
+import tempfile
+import threading
+import time
+
+from absl import app
+from absl import flags
+import psutil
+import tensorflow as tf  # noqa: F401  (TF at module level; see README)
+
+from benchmarks import flags as flag_defs
+from tff_localsgd import config as config_lib
+from tff_localsgd import data as data_lib
+from tff_localsgd import recorders
+from tff_localsgd import training
+from tff_localsgd import engines
+from tff_localsgd.engines import native
+
+flag_defs.define_config_flags()
+flags.DEFINE_string('out', 'reports/perf/soak.md', 'Markdown report; the '
+                    'JSON goes next to it')
+flags.DEFINE_float('sample_every_s', 10.0, 'seconds between samples')
+FLAGS = flags.FLAGS
+
+# The soak's experiment: 100 clients of 20 points, m = 128, diagnostics (with
+# the lockstep round) every 10 rounds; see the README for its timing.
+DEFAULTS = dict(rounds=2000, num_clients=100, num_examples=2000, input_dim=32,
+                width=128, local_steps=5, batch_size=10, diag_every=10,
+                eval_every=10, checkpoint_every=100, experiment='soak')
+MB = 2**20
+
+
+def _peak_rss(pid: int) -> int | None:
+  """VmHWM: the kernel's high-water mark of the process's resident set."""
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    return None
+  return None
+
+
+class Sampler(threading.Thread):
+  """Samples rounds done, RSS and open fds of us and the TFF worker."""
+
+  def __init__(self, metrics_csv: str, every_s: float):
+    super().__init__(daemon=True, name='soak-sampler')
+    self.metrics_csv = metrics_csv
+    self.every_s = every_s
+    self.samples = []
+    self.worker_peak_rss = None
+    self._done = threading.Event()
+    self._me = psutil.Process()
+    self._start = time.monotonic()
+
+  def _worker(self):
+    for child in self._me.children(recursive=True):
+      try:
+        if child.exe() == native.WORKER_BINARY:
+          return child
+      except psutil.Error:
+        pass
+    return None
+
+  def _rounds_done(self) -> int:
+    try:
+      with open(self.metrics_csv) as f:
+        return max(sum(1 for _ in f) - 2, 0)  # header and round 0
+    except OSError:
+      return 0
+
+  def sample(self):
+    row = dict(t_s=round(time.monotonic() - self._start, 1),
+               rounds=self._rounds_done(),
+               driver_rss_mb=self._me.memory_info().rss / MB,
+               driver_fds=self._me.num_fds(),
+               driver_threads=self._me.num_threads())
+    worker = self._worker()
+    if worker is not None:
+      try:
+        row.update(worker_rss_mb=worker.memory_info().rss / MB,
+                   worker_fds=worker.num_fds(),
+                   worker_threads=worker.num_threads())
+        self.worker_peak_rss = _peak_rss(worker.pid) or self.worker_peak_rss
+      except psutil.Error:
+        pass
+    self.samples.append(row)
+
+  def run(self):
+    while not self._done.wait(self.every_s):
+      self.sample()
+
+  def stop(self):
+    self._done.set()
+    self.join()
+
+
+def _median(values):
+  return statistics.median(values) if values else float('nan')
+
+
+def round_times(rows, diag_every):
+  """(round -> round time, plain-round median near each round of interest)."""
+  times = {int(r['round']): float(r['system_round_time_s'])
+           for r in rows if r.get('system_round_time_s')}
+  def plain_median(lo, hi):
+    return _median([times[t] for t in range(lo, hi + 1) if t in times and not
+                    (diag_every and t % diag_every == 0)])
+  return times, plain_median
+
+
+def report(config, sampler, summary, rows, wall_s):
+  times, plain_median = round_times(rows, config.diag_every)
+  last = config.rounds
+  marks = [t for t in (100, last) if t in times]
+  s = sampler.samples
+  # Rows for the table: samples taken while the worker was up (the engine
+  # stops it when the run ends), the first one at or after each round.
+  with_worker = [x for x in s if 'worker_rss_mb' in x]
+  first_after = lambda r: next((x for x in with_worker if x['rounds'] >= r),
+                               with_worker[-1] if with_worker else None)
+  checkpoints = sorted({min(last, r) for r in
+                        (10, 100, 250, 500, 750, 1000, 1250, 1500, 1750, 2000,
+                         last)})
+  result = dict(
+      config={k: getattr(config, k) for k in (
+          'rounds', 'num_clients', 'num_examples', 'input_dim', 'width',
+          'depth', 'local_steps', 'batch_size', 'diag_every', 'lockstep_drift',
+          'eval_every', 'checkpoint_every')},
+      engine=engines.resolve(config),
+      status=summary['status'], wall_time_s=wall_s,
+      driver_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+      / 1024, worker_peak_rss_mb=(sampler.worker_peak_rss or 0) / MB,
+      round_time_s={t: times[t] for t in marks},
+      plain_round_median_s={t: plain_median(max(1, t - 19), t) for t in marks},
+      diag_round_median_s={t: _median([times[r] for r in range(max(1, t - 99),
+                                                              t + 1)
+                                       if config.diag_every and
+                                       r % config.diag_every == 0 and
+                                       r in times]) for t in marks},
+      samples=s, round_times=times,
+      final_train_loss=summary.get('final', {}).get('train/loss'),
+      versions=summary.get('versions'))
+  lines = [
+      '# Soak: a long run, watched', '',
+      f'{config.rounds} rounds, {config.num_clients} clients (synthetic, n = '
+      f'{config.num_examples}, d = {config.input_dim}), m = {config.width}, '
+      f'K = {config.local_steps}, B = {config.batch_size}, diagnostics with '
+      f'the lockstep round every {config.diag_every} rounds, evaluation every '
+      f'{config.eval_every}, checkpoint every {config.checkpoint_every}; '
+      f'engine {result["engine"]}. Status {summary["status"]}, wall time '
+      f'{wall_s / 60:.1f} min, final train/loss '
+      f'{result["final_train_loss"]}.', '',
+      f'Peak RSS (kernel high-water mark): driver '
+      f'{result["driver_peak_rss_mb"]:.0f} MB, TFF worker '
+      f'{result["worker_peak_rss_mb"]:.0f} MB.', '',
+      '| round | round time (s) | median plain round, last 20 (s) | median '
+      'diagnostic round, last 100 (s) |', '|---|---|---|---|']
+  for t in marks:
+    lines.append(f'| {t} | {times[t]:.3f} | '
+                 f'{result["plain_round_median_s"][t]:.3f} | '
+                 f'{result["diag_round_median_s"][t]:.3f} |')
+  lines += ['', 'Samples (the first taken once the run had completed the '
+            'round):', '',
+            '| rounds done | time (s) | wall s/round since the row above | '
+            'driver RSS (MB) | driver fds | driver threads | worker RSS (MB) | '
+            'worker fds | worker threads |',
+            '|---|---|---|---|---|---|---|---|---|']
+  previous = None
+  for r in checkpoints:
+    x = first_after(r)
+    if x and x is not previous:
+      pace = ((x['t_s'] - previous['t_s']) / (x['rounds'] - previous['rounds'])
+              if previous and x['rounds'] > previous['rounds'] else None)
+      previous = x
+      lines.append(
+          f'| {x["rounds"]} | {x["t_s"]:.0f} | '
+          f'{"-" if pace is None else f"{pace:.2f}"} | '
+          f'{x["driver_rss_mb"]:.0f} | '
+          f'{x["driver_fds"]} | {x["driver_threads"]} | '
+          f'{x.get("worker_rss_mb", float("nan")):.0f} | '
+          f'{x.get("worker_fds", "-")} | {x.get("worker_threads", "-")} |')
+  lines += ['', f'Machine: {os.cpu_count()} CPUs, '
+            f'{psutil.virtual_memory().total / 2**30:.0f} GB; load average at '
+            f'the end {", ".join(f"{x:.1f}" for x in os.getloadavg())} (other '
+            'jobs share the machine). Written by `python -m benchmarks.soak`.',
+            '']
+  return result, '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    flag_defs.exit_bad_input(f'unexpected arguments {argv[1:]}')
+  config = flag_defs.config_from_flags()
+  with tempfile.TemporaryDirectory() as root:
+    if not FLAGS['root_dir'].present:
+      config = dataclasses.replace(config, root_dir=root)
+    try:
+      experiment = training.Experiment.prepare(config)
+    except (config_lib.ConfigError, data_lib.DataUnavailableError) as e:
+      flag_defs.exit_bad_input(str(e))
+    metrics_csv = os.path.join(training.run_dir(config), 'metrics.csv')
+    sampler = Sampler(metrics_csv, FLAGS.sample_every_s)
+    sampler.start()
+    start = time.monotonic()
+    try:
+      summary = training.run(experiment)
+    finally:
+      sampler.sample()
+      sampler.stop()
+    wall_s = time.monotonic() - start
+    rows = recorders.read_metrics(metrics_csv)
+  result, markdown = report(config, sampler, summary, rows, wall_s)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  recorders.atomic_write(FLAGS.out, markdown)
+  recorders.write_json(os.path.splitext(FLAGS.out)[0] + '.json', result)
+  print(markdown)
+
+
+if __name__ == '__main__':
+  for name, value in DEFAULTS.items():
+    flags.FLAGS.set_default(name, value)
+  app.run(main, flags_parser=flag_defs.parse_flags)
