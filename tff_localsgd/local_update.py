@@ -14,9 +14,22 @@ Minibatches come from a stateless stream keyed by the client's seed
 which other clients are in the cohort, on the engine, or on resuming.
 """
 
+import functools
+
 import tensorflow as tf
 
 from tff_localsgd import models
+
+
+def step_keys(seed, step, num_examples):
+  """The step's uniform sort keys in [0, 1), one per example: float32[n].
+
+  seed: int64[2]; step: int32 scalar. Philox is counter-based, so the keys of
+  a longer range(n') start with these (packing.sample_batches relies on it).
+  """
+  step_seed = tf.random.experimental.stateless_fold_in(
+      seed, tf.cast(step, tf.int64))
+  return tf.random.stateless_uniform([num_examples], seed=step_seed)
 
 
 def sample_batch(seed, step, num_examples, batch_size):
@@ -24,42 +37,74 @@ def sample_batch(seed, step, num_examples, batch_size):
 
   seed: int64[2]; step: int32 scalar. A seeded random permutation, truncated.
   """
-  step_seed = tf.random.experimental.stateless_fold_in(
-      seed, tf.cast(step, tf.int64))
-  keys = tf.random.stateless_uniform([num_examples], seed=step_seed)
-  return tf.argsort(keys)[:batch_size]
+  return tf.argsort(step_keys(seed, step, num_examples))[:batch_size]
 
 
-def gradient(layers, loss, weights, trainable_indices, x, y):
-  """(F_i(w), grad F_i(w)) over the trainable layers, on the examples x, y."""
+def gradient(layers, loss, weights, trainable_indices, x, y, mask=None):
+  """(F_i(w), grad F_i(w)) over the trainable layers, on the examples x, y.
+
+  Also for a pack (packing.py): x [P, n, ...], trainable weights [P, ...];
+  then F_i is float32[P] and the gradient of sum_i F_i is, per client, that
+  client's own gradient. `mask` [P, n] marks the real examples of padding.
+  """
   trainable = [weights[i] for i in trainable_indices]
   with tf.GradientTape() as tape:
     tape.watch(trainable)
-    value = models.objective(layers, loss, weights, x, y)
+    value = models.objective(layers, loss, weights, x, y, mask)
   return value, tape.gradient(value, trainable)
 
 
+def descend(spec, loss: str, weights, trainable, x, y, *, lr: float,
+            mask=None):
+  """w - eta * grad F(w; x, y) on the trainable layers; returns (new, F(w)).
+
+  `weights` supplies the frozen layers. With --jit this is the part compiled
+  by XLA; the minibatch stays outside, because XLA draws other random numbers
+  from the same stateless seed.
+  """
+  full = spec.with_trainable(weights, trainable)
+  value, grads = gradient(spec.layers, loss, full, spec.trainable_indices, x,
+                          y, mask)
+  return [w - lr * g for w, g in zip(trainable, grads)], value
+
+
+def xla(fn, jit: bool):
+  """fn, compiled with XLA when jit (a tf.function with jit_compile)."""
+  return tf.function(fn, jit_compile=True, autograph=False) if jit else fn
+
+
 def sgd_step(spec, loss: str, weights, trainable, x, y, seed, k, *, lr: float,
-             batch_size: int, full_batch: bool):
+             batch_size: int, full_batch: bool, jit: bool = False):
   """One local step k: (w_i^{t,k} trainable) -> (w_i^{t,k+1} trainable, loss).
 
   `weights` supplies the frozen layers. The ordinary round runs this in a
   tf.while_loop; the lockstep diagnostic round runs it one federated_map at a
   time, so both follow the same trajectory.
   """
-  full = spec.with_trainable(weights, trainable)
   if full_batch:
     xb, yb = x, y
   else:
     batch = sample_batch(seed, k, tf.shape(x)[0], batch_size)
     xb, yb = tf.gather(x, batch), tf.gather(y, batch)
-  value, grads = gradient(spec.layers, loss, full, spec.trainable_indices, xb,
-                          yb)
-  return [w - lr * g for w, g in zip(trainable, grads)], value
+  step = xla(functools.partial(descend, spec, loss, lr=lr), jit)
+  return step(weights, trainable, xb, yb)
+
+
+def run_steps(step, start, local_steps: int, initial_loss):
+  """K steps (k, trainable) -> (trainable', loss) in a tf.while_loop from start.
+
+  Returns (w^{t,K} trainable, the loss step K - 1 returned).
+  """
+  _, final, last_loss = tf.while_loop(
+      lambda k, *_: k < local_steps,
+      lambda k, trainable, _: (k + 1, *step(k, trainable)),
+      (tf.constant(0), start, initial_loss))
+  return final, last_loss
 
 
 def local_steps_update(spec, loss: str, weights, x, y, seed, *, lr: float,
-                       local_steps: int, batch_size: int, full_batch: bool):
+                       local_steps: int, batch_size: int, full_batch: bool,
+                       jit: bool = False):
   """K local steps from `weights`; returns (delta of trainable layers, loss).
 
   loss is f_i on the last local step's sample, before that step: a cheap
@@ -67,12 +112,9 @@ def local_steps_update(spec, loss: str, weights, x, y, seed, *, lr: float,
   """
   start = list(spec.trainable(weights))
 
-  def step(k, trainable, _):
-    new, value = sgd_step(spec, loss, weights, trainable, x, y, seed, k, lr=lr,
-                          batch_size=batch_size, full_batch=full_batch)
-    return k + 1, new, value
+  def step(k, trainable):
+    return sgd_step(spec, loss, weights, trainable, x, y, seed, k, lr=lr,
+                    batch_size=batch_size, full_batch=full_batch, jit=jit)
 
-  _, final, last_loss = tf.while_loop(
-      lambda k, *_: k < local_steps, step,
-      (tf.constant(0), start, tf.constant(0.0)))
+  final, last_loss = run_steps(step, start, local_steps, tf.constant(0.0))
   return [w - w0 for w, w0 in zip(final, start)], last_loss

@@ -91,7 +91,11 @@ def preactivations(layers, weights, x):
 
 
 def forward(layers, weights, x):
-  """f(w; x): the network output for a batch x, as a function of `weights`."""
+  """f(w; x): the network output for a batch x, as a function of `weights`.
+
+  Dense layers also take a pack (packing.py): x [P, n, d] and weights [P, d, m]
+  (or shared [d, m]) give [P, n, c], by batched matmuls.
+  """
   out = None
   for _, z in preactivations(layers, weights, x):
     out = z
@@ -105,9 +109,18 @@ def loss_fn(loss: str, logits, y):
   return tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits)
 
 
-def objective(spec_layers, loss: str, weights, x, y):
-  """F_i(w) = (1/n_i) sum_j loss(f(w; x_j), y_j) over the examples given."""
-  return tf.reduce_mean(loss_fn(loss, forward(spec_layers, weights, x), y))
+def objective(spec_layers, loss: str, weights, x, y, mask=None):
+  """F_i(w) = (1/n_i) sum_j loss(f(w; x_j), y_j) over the examples given.
+
+  For a pack of P clients (x [P, n, ...], weights stacked [P, ...] or shared)
+  it is float32[P], one F_i per client; `mask` [P, n] (1 for the n_i real
+  examples, 0 for padding) makes it the mean over the real examples only.
+  """
+  per_example = loss_fn(loss, forward(spec_layers, weights, x), y)
+  if mask is None:
+    return tf.reduce_mean(per_example, axis=-1)
+  return (tf.reduce_sum(per_example * mask, axis=-1) /
+          tf.reduce_sum(mask, axis=-1))
 
 
 def _dense(units, stddev, activation, name, seed):
