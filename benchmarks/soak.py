@@ -38,6 +38,9 @@ flag_defs.define_config_flags()
 flags.DEFINE_string('out', 'reports/perf/soak.md', 'Markdown report; the '
                     'JSON goes next to it')
 flags.DEFINE_float('sample_every_s', 10.0, 'seconds between samples')
+flags.DEFINE_integer('local_workers', 0, 'N > 0: start N TFF workers here and '
+                     'run on them with --engine=remote (soaks the remote '
+                     'engine)')
 FLAGS = flags.FLAGS
 
 # The soak's experiment: 100 clients of 20 points, m = 128, diagnostics (with
@@ -73,14 +76,17 @@ class Sampler(threading.Thread):
     self._me = psutil.Process()
     self._start = time.monotonic()
 
-  def _worker(self):
+  def _workers(self):
+    """The worker_binary processes under us: the native engine's, or the
+    --local_workers a remote run uses."""
+    found = []
     for child in self._me.children(recursive=True):
       try:
         if child.exe() == native.WORKER_BINARY:
-          return child
+          found.append(child)
       except psutil.Error:
         pass
-    return None
+    return found
 
   def _rounds_done(self) -> int:
     try:
@@ -95,15 +101,16 @@ class Sampler(threading.Thread):
                driver_rss_mb=self._me.memory_info().rss / MB,
                driver_fds=self._me.num_fds(),
                driver_threads=self._me.num_threads())
-    worker = self._worker()
-    if worker is not None:
-      try:
-        row.update(worker_rss_mb=worker.memory_info().rss / MB,
-                   worker_fds=worker.num_fds(),
-                   worker_threads=worker.num_threads())
-        self.worker_peak_rss = _peak_rss(worker.pid) or self.worker_peak_rss
-      except psutil.Error:
-        pass
+    workers = self._workers()
+    try:
+      if workers:  # summed over the workers; the peak is the largest one's
+        row.update(worker_rss_mb=sum(w.memory_info().rss for w in workers) / MB,
+                   worker_fds=sum(w.num_fds() for w in workers),
+                   worker_threads=sum(w.num_threads() for w in workers))
+        self.worker_peak_rss = max([_peak_rss(w.pid) or 0 for w in workers] +
+                                   [self.worker_peak_rss or 0])
+    except psutil.Error:
+      pass
     self.samples.append(row)
 
   def run(self):
@@ -129,7 +136,7 @@ def round_times(rows, diag_every):
   return times, plain_median
 
 
-def report(config, sampler, summary, rows, wall_s):
+def report(config, sampler, summary, rows, wall_s, local=()):
   times, plain_median = round_times(rows, config.diag_every)
   last = config.rounds
   marks = [t for t in (100, last) if t in times]
@@ -173,7 +180,9 @@ def report(config, sampler, summary, rows, wall_s):
       f'{result["final_train_loss"]}.', '',
       f'Peak RSS (kernel high-water mark): driver '
       f'{result["driver_peak_rss_mb"]:.0f} MB, TFF worker '
-      f'{result["worker_peak_rss_mb"]:.0f} MB.', '',
+      f'{result["worker_peak_rss_mb"]:.0f} MB'
+      + (f' (the largest of {len(local)}; the sample columns sum them)'
+         if len(local) > 1 else '') + '.', '',
       '| round | round time (s) | median plain round, last 20 (s) | median '
       'diagnostic round, last 100 (s) |', '|---|---|---|---|']
   for t in marks:
@@ -212,6 +221,18 @@ def main(argv):
   if len(argv) > 1:
     flag_defs.exit_bad_input(f'unexpected arguments {argv[1:]}')
   config = flag_defs.config_from_flags()
+  local = [native.Worker() for _ in range(max(FLAGS.local_workers, 0))]
+  if local:
+    config = dataclasses.replace(config, engine='remote', workers=','.join(
+        w.address for w in local))
+  try:
+    return _soak(config, local)
+  finally:
+    for w in local:
+      w.stop()
+
+
+def _soak(config, local):
   with tempfile.TemporaryDirectory() as root:
     if not FLAGS['root_dir'].present:
       config = dataclasses.replace(config, root_dir=root)
@@ -230,7 +251,7 @@ def main(argv):
       sampler.stop()
     wall_s = time.monotonic() - start
     rows = recorders.read_metrics(metrics_csv)
-  result, markdown = report(config, sampler, summary, rows, wall_s)
+  result, markdown = report(config, sampler, summary, rows, wall_s, local)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   recorders.atomic_write(FLAGS.out, markdown)
   recorders.write_json(os.path.splitext(FLAGS.out)[0] + '.json', result)
