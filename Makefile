@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OUT ?= reports/quick-cpu
 PRESET ?= quick
 
-.PHONY: reproduce test clean
+.PHONY: reproduce test test-container clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (TFF 0.87 needs <3.12)"'
@@ -19,6 +19,11 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# Builds the Docker image with podman and runs the README's docker commands
+# (as root on Debian 12; tests/container/run.sh says what it installs).
+test-container:
+	bash tests/container/run.sh
 
 clean:
 	rm -rf $(VENV)

