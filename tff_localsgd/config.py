@@ -161,6 +161,16 @@ class ExperimentConfig:
     if self.clients_per_pack > self.cohort_size:
       raise ConfigError('clients_per_pack', f'{self.clients_per_pack} > the '
                         f'{self.cohort_size} clients of a round')
+    if self.clients_per_pack > 1 and self.model != 'mlp':
+      raise ConfigError('clients_per_pack', 'packing stacks dense layers '
+                        '(batched matmuls); it is for the mlp only')
+    # Checked on TFF 0.87: the worker_binary ignores jit_compile (it runs a
+    # function that XLA cannot compile), so --jit would silently do nothing.
+    if self.jit and self.engine != 'inprocess':
+      raise ConfigError('jit', 'XLA works with --engine=inprocess only: TFF\'s '
+                        'worker_binary (the native and remote engines) has no '
+                        'XLA compiler and runs the client computation '
+                        'uncompiled')
     if (self.engine == 'remote') != bool(self.workers):
       raise ConfigError('workers', 'give --workers=host:port,... exactly when '
                         '--engine=remote')

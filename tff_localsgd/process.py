@@ -13,9 +13,16 @@ map and one aggregation, so TFF can compile it to a MapReduceForm:
 With server_lr = 1 this is FedAvg's weighted average of the local models.
 `evaluate` computes the global objective F(w) = sum_i p_i F_i(w) over
 whichever clients it is given (all of them, for train/loss).
+
+With config.clients_per_pack = P > 1, `next` and `next_measured` take packs
+of P clients (packing.py; `pack` makes them from client values) instead of
+clients, and each pack returns the n_i-weighted mean of its clients' deltas
+with weight sum n_i, so the round computes the same w^{t+1}. `evaluate` and
+the diagnostics take unpacked client values.
 """
 
 import collections
+import gc
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +31,7 @@ import tensorflow_federated as tff
 from tff_localsgd import diagnostics
 from tff_localsgd import local_update
 from tff_localsgd import models
+from tff_localsgd import packing
 
 
 def weights_type(arrays):
@@ -38,6 +46,16 @@ def client_data_type(input_shape, output_dim):
       ('x', tff.TensorType(np.float32, [None, *input_shape])),
       ('y', tff.TensorType(np.float32, [None, output_dim])),
       ('seed', tff.TensorType(np.int64, [2])),
+  ], collections.OrderedDict)
+
+
+def pack_data_type(input_shape, output_dim):
+  """{x: float32[P, n_max, ...], y: float32[P, n_max, c], num_examples: int32[P], seed: int64[P, 2]}: one pack."""
+  return tff.StructWithPythonType([
+      ('x', tff.TensorType(np.float32, [None, None, *input_shape])),
+      ('y', tff.TensorType(np.float32, [None, None, output_dim])),
+      ('num_examples', tff.TensorType(np.int32, [None])),
+      ('seed', tff.TensorType(np.int64, [None, 2])),
   ], collections.OrderedDict)
 
 
@@ -65,34 +83,43 @@ class LocalSGDProcess:
     full_batch = config.algorithm == 'local_gd'
     initial = tuple(spec.initial_weights)
     server_lr = config.server_lr
+    self.clients_per_pack = config.clients_per_pack
+    packed = config.clients_per_pack > 1
+    # The data type of the round's clients: packs or single clients.
+    work_type = pack_data_type(input_shape, output_dim) if packed else d_type
+    steps = dict(lr=lr, local_steps=config.local_steps,
+                 batch_size=config.batch_size, full_batch=full_batch,
+                 jit=config.jit)
 
     @tff.tensorflow.computation
     def initial_weights():
       return tuple(tf.constant(w) for w in initial)
 
-    def local_work(weights, data):
+    def local_work(weights, data, measured=False):
+      if packed:
+        return packing.client_work(spec, loss, weights, data,
+                                   measured=measured, **steps)
       delta, last_loss = local_update.local_steps_update(
-          spec, loss, weights, data['x'], data['y'], data['seed'], lr=lr,
-          local_steps=config.local_steps, batch_size=config.batch_size,
-          full_batch=full_batch)
+          spec, loss, weights, data['x'], data['y'], data['seed'], **steps)
       n = tf.cast(tf.shape(data['x'])[0], tf.float32)
-      return collections.OrderedDict(
+      out = collections.OrderedDict(
           delta=tuple(delta), num_examples=n, local_loss=last_loss)
+      if measured:
+        local = [w + d for w, d in zip(spec.trainable(weights), delta)]
+        out['grad_diff_vs_start'] = diagnostics.gradient_difference(
+            spec.layers, loss, spec.with_trainable(weights, local), weights,
+            spec.trainable_indices, data['x'], data['y'])
+      return out
 
-    @tff.tensorflow.computation(w_type, d_type)
+    @tff.tensorflow.computation(w_type, work_type)
     def client_work(weights, data):
-      """(weights, ClientData) -> <delta, num_examples, local_loss>"""
+      """(weights, ClientData or Pack) -> <delta, num_examples, local_loss>"""
       return local_work(weights, data)
 
-    @tff.tensorflow.computation(w_type, d_type)
+    @tff.tensorflow.computation(w_type, work_type)
     def client_work_measured(weights, data):
-      """(weights, ClientData) -> <delta, num_examples, local_loss, grad_diff_vs_start>"""
-      out = local_work(weights, data)
-      local = [w + d for w, d in zip(spec.trainable(weights), out['delta'])]
-      out['grad_diff_vs_start'] = diagnostics.gradient_difference(
-          spec.layers, loss, spec.with_trainable(weights, local), weights,
-          spec.trainable_indices, data['x'], data['y'])
-      return out
+      """(weights, ClientData or Pack) -> <delta, num_examples, local_loss, grad_diff_vs_start>"""
+      return local_work(weights, data, measured=True)
 
     @tff.tensorflow.computation(w_type, delta_type)
     def server_update(weights, delta):
@@ -114,6 +141,7 @@ class LocalSGDProcess:
 
     server_w = tff.FederatedType(w_type, tff.SERVER)
     clients_d = tff.FederatedType(d_type, tff.CLIENTS)
+    clients_work = tff.FederatedType(work_type, tff.CLIENTS)
 
     @tff.federated_computation
     def initialize():
@@ -121,9 +149,9 @@ class LocalSGDProcess:
       return tff.federated_eval(initial_weights, tff.SERVER)
 
     def round_fn(work, metric_names):
-      @tff.federated_computation(server_w, clients_d)
+      @tff.federated_computation(server_w, clients_work)
       def next_fn(weights, data):
-        """(<weights@SERVER, {ClientData}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)"""
+        """(<weights@SERVER, {ClientData or Pack}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)"""
         broadcast = tff.federated_broadcast(weights)
         out = tff.federated_map(work, (broadcast, data))
         delta = tff.federated_mean(out.delta, weight=out.num_examples)
@@ -148,11 +176,25 @@ class LocalSGDProcess:
     # with diagnostics when the lockstep round is off.
     self.next_measured = round_fn(client_work_measured,
                                   ['local_loss', 'grad_diff_vs_start'])
+    if config.jit:
+      # The XLA tf.functions traced into the computations above stay
+      # registered in this process's eager context until collected, and
+      # TensorFlow refuses to import TFF's serialized copy of one (its
+      # attributes differ) under the same name: the in-process engine failed
+      # so with P = 1. Collecting them now drops those registrations.
+      gc.collect()
     self.client_work = client_work
     self.evaluate = evaluate
     self.server_update = server_update
     self.weights_type = w_type
     self.client_data_type = d_type
+    self.round_data_type = work_type  # what next takes: packs or clients
+
+  def pack(self, client_values) -> list:
+    """The values `next` takes for these clients: packs of P, or the clients."""
+    if self.clients_per_pack == 1:
+      return client_values
+    return packing.pack_clients(client_values, self.clients_per_pack)
 
   def initialize(self):
     return self.iterative_process.initialize()

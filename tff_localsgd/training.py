@@ -244,10 +244,10 @@ def run(experiment: Experiment, stop=None) -> dict:
 
   def train_round(weights, t, cohort_data):
     if not (diag and diag.due(t)):
-      weights, out = proc.next(weights, cohort_data)
+      weights, out = proc.next(weights, proc.pack(cohort_data))
       return weights, {'train/local_loss': float(out['local_loss'])}
     if not config.lockstep_drift:
-      weights, out = proc.next_measured(weights, cohort_data)
+      weights, out = proc.next_measured(weights, proc.pack(cohort_data))
       return weights, {
           'train/local_loss': float(out['local_loss']),
           'drift/grad_diff_vs_start': float(out['grad_diff_vs_start'])}
