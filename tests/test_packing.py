@@ -7,13 +7,15 @@ shared by the module.
 """
 
 import collections
+import functools
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-import numpy_reference as ref
+import test_process
+from test_process import C, D
 from tff_localsgd import config as config_lib
 from tff_localsgd import local_update
 from tff_localsgd import models
@@ -26,7 +28,6 @@ from tff_localsgd.engines import native
 
 TOL = 1e-6
 JIT_TOL = 1e-5
-D, C = 6, 3
 SIZES = (9, 4, 23, 6, 14, 5, 31)  # unequal n_i; B = 4 = the smallest
 DATA_SEED = 7
 
@@ -37,27 +38,8 @@ def engine():
     yield worker
 
 
-def make_config(**overrides):
-  values = dict(dataset='synthetic', input_dim=D, output_dim=C,
-                num_examples=sum(SIZES), num_clients=len(SIZES), model='mlp',
-                width=32, depth=1, local_steps=3, batch_size=4, client_lr=0.3,
-                lr_scale='none', seed=0)
-  values.update(overrides)
-  return config_lib.ExperimentConfig(**values).validate().validate_against_data(
-      SIZES)
-
-
-def make_clients(loss='mse', seed=0):
-  rng = np.random.default_rng(seed)
-  clients = []
-  for n in SIZES:
-    x = ref.unit_rows(rng, n, D)
-    if loss == 'xent':
-      y = ref.one_hot(rng.integers(0, C, n), C)
-    else:
-      y = rng.standard_normal((n, C)).astype(np.float32)
-    clients.append((x, y))
-  return clients
+make_config = functools.partial(test_process.make_config, sizes=SIZES)
+make_clients = functools.partial(test_process.make_clients, sizes=SIZES)
 
 
 def cohort_data(clients, cohort, round_num):
@@ -167,12 +149,18 @@ LOCAL_CASES = {
 }
 
 
+def local_case(case, seed):
+  """(config, spec, clients, per-client minibatch seeds) of a LOCAL_CASES case."""
+  config = make_config(**LOCAL_CASES[case])
+  seeds = [np.array([DATA_SEED, 10 * seed + i], np.int64)
+           for i in range(len(SIZES))]
+  return (config, models.build_model(config, (D,), C),
+          make_clients(config.loss, seed=seed), seeds)
+
+
 @pytest.mark.parametrize('case', sorted(LOCAL_CASES))
 def test_packed_local_models_are_the_unpacked_ones(case):
-  config = make_config(**LOCAL_CASES[case])
-  spec = models.build_model(config, (D,), C)
-  clients = make_clients(config.loss, seed=1)
-  seeds = [np.array([DATA_SEED, 50 + i], np.int64) for i in range(len(SIZES))]
+  config, spec, clients, seeds = local_case(case, seed=1)
   want, want_loss = _unpacked_local(spec, config, clients, seeds)
   got, got_loss = _packed_local(spec, config, clients, seeds)
   for i in range(len(SIZES)):
@@ -185,10 +173,7 @@ def test_packed_local_models_are_the_unpacked_ones(case):
 @pytest.mark.parametrize('case', sorted(LOCAL_CASES))
 def test_jit_is_within_1e5_of_no_jit(case):
   """XLA (in this process's TensorFlow) keeps the local models to 1e-5."""
-  config = make_config(**LOCAL_CASES[case])
-  spec = models.build_model(config, (D,), C)
-  clients = make_clients(config.loss, seed=2)
-  seeds = [np.array([DATA_SEED, 80 + i], np.int64) for i in range(len(SIZES))]
+  config, spec, clients, seeds = local_case(case, seed=2)
   want, want_loss = _unpacked_local(spec, config, clients, seeds)
   got, got_loss = _unpacked_local(spec, config, clients, seeds, jit=True)
   packed, packed_loss = _packed_local(spec, config, clients, seeds, jit=True)

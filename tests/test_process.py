@@ -27,20 +27,20 @@ def engine():
     yield worker
 
 
-def make_config(**overrides):
+def make_config(*, sizes=SIZES, **overrides):
   values = dict(dataset='synthetic', input_dim=D, output_dim=C,
-                num_examples=sum(SIZES), num_clients=len(SIZES), model='mlp',
+                num_examples=sum(sizes), num_clients=len(sizes), model='mlp',
                 width=32, depth=1, local_steps=3, batch_size=4, client_lr=0.3,
                 lr_scale='none', seed=0)
   values.update(overrides)
   return config_lib.ExperimentConfig(**values).validate().validate_against_data(
-      SIZES)
+      sizes)
 
 
-def make_clients(loss='mse', seed=0):
+def make_clients(loss='mse', seed=0, *, sizes=SIZES):
   rng = np.random.default_rng(seed)
   clients = []
-  for n in SIZES:
+  for n in sizes:
     x = ref.unit_rows(rng, n, D)
     if loss == 'xent':
       y = ref.one_hot(rng.integers(0, C, n), C)
