@@ -30,7 +30,6 @@ import collections
 import contextlib
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.python.common_libs import structure
@@ -153,9 +152,12 @@ class MapReduceRound:
       if _leaves(getattr(form, name).type_signature.result):
         raise NotImplementedError(f'{name}: secure aggregation is not '
                                   'supported in-process')
-    self.prepare, self.work, self.zero, self.accumulate, self.report, \
-        self.update = (TFGraph(getattr(form, name), device) for name in (
-            'prepare', 'work', 'zero', 'accumulate', 'report', 'update'))
+    self.prepare = TFGraph(form.prepare, device)
+    self.work = TFGraph(form.work, device)
+    self.zero = TFGraph(form.zero, device)
+    self.accumulate = TFGraph(form.accumulate, device)
+    self.report = TFGraph(form.report, device)
+    self.update = TFGraph(form.update, device)
     work_result = form.work.type_signature.result
     self.num_updates = len(_leaves(work_result[0]))
 
@@ -240,9 +242,8 @@ def inprocess_engine(device: str = '', log_path: str | None = None):
   MapReduceForm.
   """
   device = device or best_device()
-  with native.native_engine(log_path=log_path) as worker:
+  with native.native_engine(log_path=log_path):
     fallback = tff.framework.get_context_stack().current
     context = InProcessContext(device, fallback)
     with tff.framework.get_context_stack().install(context):
       yield context
-  del worker
