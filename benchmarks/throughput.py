@@ -198,7 +198,7 @@ def _plain_round(config, data):
     raise ValueError('plain_tf needs equal client sizes')
   x = tf.constant(np.stack(data.client_x))
   y = tf.constant(np.stack(data.client_y))
-  p = tf.constant(np.array(n, np.float32) / sum(n))
+  p = tf.constant(np.array(n, np.float32) / np.float32(sum(n)))
   rng = np.random.default_rng(config.seed)
   shapes = [(INPUT_DIM, config.width), (config.width, config.width),
             (config.width, 1)]
