@@ -27,11 +27,12 @@ import psutil
 import tensorflow as tf  # noqa: F401  (TF at module level; see README)
 
 from benchmarks import flags as flag_defs
+from benchmarks import procstat
 from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
+from tff_localsgd import engines
 from tff_localsgd import recorders
 from tff_localsgd import training
-from tff_localsgd import engines
 from tff_localsgd.engines import native
 
 flag_defs.define_config_flags()
@@ -49,18 +50,6 @@ DEFAULTS = dict(rounds=2000, num_clients=100, num_examples=2000, input_dim=32,
                 width=128, local_steps=5, batch_size=10, diag_every=10,
                 eval_every=10, checkpoint_every=100, experiment='soak')
 MB = 2**20
-
-
-def _peak_rss(pid: int) -> int | None:
-  """VmHWM: the kernel's high-water mark of the process's resident set."""
-  try:
-    with open(f'/proc/{pid}/status') as f:
-      for line in f:
-        if line.startswith('VmHWM:'):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    return None
-  return None
 
 
 class Sampler(threading.Thread):
@@ -107,7 +96,7 @@ class Sampler(threading.Thread):
         row.update(worker_rss_mb=sum(w.memory_info().rss for w in workers) / MB,
                    worker_fds=sum(w.num_fds() for w in workers),
                    worker_threads=sum(w.num_threads() for w in workers))
-        self.worker_peak_rss = max([_peak_rss(w.pid) or 0 for w in workers] +
+        self.worker_peak_rss = max([procstat.peak_rss_bytes(w.pid) or 0 for w in workers] +
                                    [self.worker_peak_rss or 0])
     except psutil.Error:
       pass

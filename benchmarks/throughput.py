@@ -42,6 +42,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from benchmarks import flags as flag_defs
+from benchmarks import procstat
 from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
 from tff_localsgd import engines
@@ -97,15 +98,9 @@ def matmul_peak(device: str, size: int = 4096) -> float:
 
 def _peak_rss_gb() -> float:
   """VmHWM of this process plus its children (the TFF worker), in GB."""
-  total = 0
-  for proc in [psutil.Process()] + psutil.Process().children(recursive=True):
-    try:
-      with open(f'/proc/{proc.pid}/status') as f:
-        total += next(int(line.split()[1]) for line in f
-                      if line.startswith('VmHWM'))
-    except (OSError, StopIteration):
-      pass
-  return total / 2**20
+  me = psutil.Process()
+  return sum(procstat.peak_rss_bytes(p.pid) or 0
+             for p in [me] + me.children(recursive=True)) / 2**30
 
 
 def _config(cell) -> config_lib.ExperimentConfig:

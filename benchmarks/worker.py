@@ -20,10 +20,7 @@ No TensorFlow here: the wrapper only needs the binary's path, and a worker
 host should not carry a second copy of TensorFlow in memory.
 """
 
-import ctypes
-import importlib.util
 import ipaddress
-import os
 import signal
 import socket
 import subprocess
@@ -35,26 +32,12 @@ from absl import flags
 import psutil
 
 from benchmarks import flags as flag_defs
+from tff_localsgd import worker_binary
 
 flags.DEFINE_integer('port', None, 'TCP port the TFF worker serves on '
                      '(1-65535); it listens on every interface')
 flags.DEFINE_float('listen_check_s', 30.0, 'how long to wait for the worker '
                    'to listen before warning that its address is unknown')
-
-_PR_SET_PDEATHSIG = 1
-
-
-def worker_binary() -> str:
-  """The worker_binary of the installed TFF wheel (what native.WORKER_BINARY
-  names), found without importing TFF."""
-  spec = importlib.util.find_spec('tensorflow_federated')
-  return os.path.join(os.path.dirname(spec.origin), 'data', 'worker_binary')
-
-
-def _die_with_parent():
-  """Runs in the child before exec: SIGKILL it when this wrapper dies."""
-  libc = ctypes.CDLL('libc.so.6', use_errno=True)
-  libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _check_port(port):
@@ -105,13 +88,12 @@ def main(argv):
     flag_defs.exit_bad_input(f'unexpected arguments {argv[1:]}')
   port = flags.FLAGS.port
   _check_port(port)
-  binary = worker_binary()
   # Its own session: a Ctrl-C in the terminal reaches only us, and we pass
   # it on once.
   worker = subprocess.Popen(
-      [binary, f'--port={port}', '--max_concurrent_computation_calls=-1'],
+      worker_binary.command(port),
       stdin=subprocess.DEVNULL, start_new_session=True,
-      preexec_fn=_die_with_parent)
+      preexec_fn=worker_binary.die_with_parent)
 
   def forward(signum, frame):
     if worker.poll() is None:

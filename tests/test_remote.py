@@ -14,6 +14,7 @@ import psutil
 import portpicker
 import pytest
 import tensorflow as tf  # noqa: F401  (TF before TFF, as everywhere)
+import tensorflow_federated as tff
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import training
@@ -143,7 +144,9 @@ def test_a_worker_dying_mid_run_stops_it_and_it_resumes(tmp_path):
 
 def test_the_worker_binary_wrapper(tmp_path):
   from benchmarks import worker as worker_main  # no TensorFlow in it
-  assert worker_main.worker_binary() == native.WORKER_BINARY
+  # Found without importing TFF, it is the binary the wheel ships.
+  assert worker_main.worker_binary.path() == os.path.join(
+      os.path.dirname(tff.__file__), 'data', 'worker_binary')
   for bad in (['--port=0'], ['--port=65536'], ['--port=x'], []):
     result = subprocess.run([sys.executable, '-m', 'benchmarks.worker', *bad],
                             cwd=ROOT, capture_output=True, text=True,

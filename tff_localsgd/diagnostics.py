@@ -48,9 +48,16 @@ def _sum_squares(tensors):
   return tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])
 
 
-def norm(tensors):
-  """||(t_1, ..., t_k)||: the Euclidean norm of the concatenated tensors."""
-  return tf.sqrt(_sum_squares(tensors))
+def norm(tensors, batched: bool = False):
+  """||(t_1, ..., t_k)||: the Euclidean norm of the concatenated tensors.
+
+  batched: tensors of a pack [P, ...]; float32[P], one norm per pack member.
+  """
+  if not batched:
+    return tf.sqrt(_sum_squares(tensors))
+  return tf.sqrt(tf.add_n([
+      tf.reduce_sum(tf.reshape(tf.square(t), [tf.shape(t)[0], -1]), axis=1)
+      for t in tensors]))
 
 
 def _tensors(weights):
@@ -258,13 +265,18 @@ def hessian_vector_product(layers, loss, weights, trainable_indices, x, y,
 
 
 def gradient_difference(layers, loss, local_weights, average_weights,
-                        trainable_indices, x, y):
-  """||grad F_i(w_i) - grad F_i(w-bar)||: client_drift's grad_diff, no HVP."""
+                        trainable_indices, x, y, mask=None):
+  """||grad F_i(w_i) - grad F_i(w-bar)||: client_drift's grad_diff, no HVP.
+
+  For a pack (packing.py: weights stacked [P, ...], x [P, n, ...], `mask`
+  [P, n] of the real examples) float32[P], one value per pack member.
+  """
   _, g_local = local_update.gradient(layers, loss, _tensors(local_weights),
-                                     trainable_indices, x, y)
+                                     trainable_indices, x, y, mask)
   _, g_avg = local_update.gradient(layers, loss, _tensors(average_weights),
-                                   trainable_indices, x, y)
-  return norm([a - b for a, b in zip(g_local, g_avg)])
+                                   trainable_indices, x, y, mask)
+  return norm([a - b for a, b in zip(g_local, g_avg)],
+              batched=mask is not None)
 
 
 def client_drift(layers, loss, local_weights, average_weights,

@@ -34,6 +34,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from tff_localsgd import diagnostics
 from tff_localsgd import local_update
 
 # Sort key of padding: larger than every uniform key in [0, 1), so padding
@@ -119,25 +120,6 @@ def local_steps_update(spec, loss: str, weights, data, *, lr: float,
                                 tf.zeros([pack_size]))
 
 
-def gradient_differences(spec, loss: str, weights, local, data):
-  """float32[P]: ||grad F_i(w_i^{t,K}) - grad F_i(w^t)|| for each client i.
-
-  diagnostics.gradient_difference per pack member: F_i on its n_i examples.
-  """
-  x, y = data['x'], data['y']
-  mask = example_mask(data['num_examples'], tf.shape(x)[1])
-  start = [stack(w, tf.shape(x)[0]) for w in spec.trainable(weights)]
-  _, g_local = local_update.gradient(
-      spec.layers, loss, spec.with_trainable(weights, local),
-      spec.trainable_indices, x, y, mask)
-  _, g_start = local_update.gradient(
-      spec.layers, loss, spec.with_trainable(weights, start),
-      spec.trainable_indices, x, y, mask)
-  return tf.sqrt(tf.add_n([
-      tf.reduce_sum(tf.reshape(tf.square(a - b), [tf.shape(a)[0], -1]),
-                    axis=1) for a, b in zip(g_local, g_start)]))
-
-
 def pack_mean(values, weights):
   """sum_i w_i values[i] / sum_i w_i over the pack axis (values [P, ...])."""
   p = weights / tf.reduce_sum(weights)
@@ -158,6 +140,11 @@ def client_work(spec, loss: str, weights, data, *, measured: bool, **steps):
       num_examples=tf.reduce_sum(n),
       local_loss=pack_mean(last_loss, n))
   if measured:
-    out['grad_diff_vs_start'] = pack_mean(
-        gradient_differences(spec, loss, weights, local, data), n)
+    # ||grad F_i(w_i^{t,K}) - grad F_i(w^t)|| per member, F_i on its n_i examples.
+    x = data['x']
+    start = [stack(w, tf.shape(x)[0]) for w in spec.trainable(weights)]
+    out['grad_diff_vs_start'] = pack_mean(diagnostics.gradient_difference(
+        spec.layers, loss, spec.with_trainable(weights, local),
+        spec.with_trainable(weights, start), spec.trainable_indices, x,
+        data['y'], example_mask(data['num_examples'], tf.shape(x)[1])), n)
   return out

@@ -188,7 +188,6 @@ class LocalSGDProcess:
     self.server_update = server_update
     self.weights_type = w_type
     self.client_data_type = d_type
-    self.round_data_type = work_type  # what next takes: packs or clients
 
   def pack(self, client_values) -> list:
     """The values `next` takes for these clients: packs of P, or the clients."""

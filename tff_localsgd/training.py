@@ -22,11 +22,11 @@ from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
 from tff_localsgd import diagnostic_process
 from tff_localsgd import diagnostics
+from tff_localsgd import engines
 from tff_localsgd import models
 from tff_localsgd import process as process_lib
 from tff_localsgd import recorders
 from tff_localsgd.analysis import provenance
-from tff_localsgd import engines
 
 COHORT_STREAM = 4  # SeedSequence([seed, COHORT_STREAM, t]): round t's cohort
 
@@ -78,13 +78,16 @@ LOCKSTEP_BYTES_PER_PARAMETER_CLIENT_STEP = 4 * 4
 LOCKSTEP_MEMORY_FRACTION = 0.75
 
 
+def _physical_memory() -> int:
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
 def lockstep_steps_per_call(config, spec) -> int:
   """Local steps per TFF call of the lockstep round that fit in memory.
 
   0 if not even one step fits (the run is refused).
   """
-  total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-  per_client_parameter = LOCKSTEP_MEMORY_FRACTION * total / (
+  per_client_parameter = LOCKSTEP_MEMORY_FRACTION * _physical_memory() / (
       config.cohort_size * spec.num_parameters(trainable_only=True))
   steps = ((per_client_parameter - LOCKSTEP_BYTES_PER_PARAMETER_CLIENT)
            // LOCKSTEP_BYTES_PER_PARAMETER_CLIENT_STEP)
@@ -96,11 +99,10 @@ def _check_lockstep_memory(config, spec):
   if not (config.diag_every and config.lockstep_drift):
     return
   if not lockstep_steps_per_call(config, spec):
-    total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
     raise config_lib.ConfigError(
         'lockstep_drift', 'one local step of the lockstep round needs more '
         f'than {LOCKSTEP_MEMORY_FRACTION:.0%} of this machine\'s '
-        f'{total / 2**30:.0f} GB (clients_per_round x parameters); use '
+        f'{_physical_memory() / 2**30:.0f} GB (clients_per_round x parameters); use '
         '--lockstep_drift=false, or fewer clients per round')
 
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tff_localsgd.engines import inprocess
 from tff_localsgd.engines import native
+from tff_localsgd.engines import remote
 
 
 def resolve(config) -> str:
@@ -33,7 +34,6 @@ def engine(config, log_path: str | None = None):
     with native.native_engine(log_path=log_path) as worker:
       yield worker
   elif name == 'remote':
-    from tff_localsgd.engines import remote  # pylint: disable=g-import-not-at-top
     with remote.remote_engine(config.workers.split(',')) as workers:
       yield workers
   else:

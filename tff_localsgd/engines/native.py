@@ -16,7 +16,6 @@ same path a remote worker uses.
 
 import atexit
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -29,20 +28,12 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.core.backends.native import compiler
 from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
 
-WORKER_BINARY = os.path.join(os.path.dirname(tff.__file__), 'data',
-                             'worker_binary')
+from tff_localsgd import worker_binary
+
+WORKER_BINARY = worker_binary.path()
 _GRPC_OPTIONS = [('grpc.max_message_length', 2_000_000_000),
                  ('grpc.max_receive_message_length', 2_000_000_000),
                  ('grpc.max_send_message_length', 2_000_000_000)]
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent():
-  """Runs in the child before exec: SIGKILL it when the parent dies."""
-  libc = ctypes.CDLL('libc.so.6', use_errno=True)
-  libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class WorkerDiedError(RuntimeError):
   """The worker serving the run's computations exited during the run."""
 
@@ -57,10 +48,9 @@ class Worker:
     self.log_path = log_path
     self._log = open(log_path, 'ab') if log_path else subprocess.DEVNULL
     self.process = subprocess.Popen(
-        [WORKER_BINARY, f'--port={self.port}',
-         '--max_concurrent_computation_calls=-1'],
+        worker_binary.command(self.port),
         stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-        start_new_session=True, preexec_fn=_die_with_parent)
+        start_new_session=True, preexec_fn=worker_binary.die_with_parent)
     self._stopping = False
     self.died = False
     atexit.register(self.stop)
