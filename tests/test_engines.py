@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_process import build, make_clients, make_config, round_data
+from test_process import D, build, make_clients, make_config, round_data
 from tff_localsgd import config as config_lib
+from tff_localsgd import diagnostic_process
 from tff_localsgd import engines
 from tff_localsgd import recorders
 from tff_localsgd import training
@@ -67,6 +68,26 @@ def test_the_round_runs_in_process_and_initialize_natively():
                 context._compiled.values() if runner is not None}
   assert str(proc.iterative_process.next.type_signature) in ran_here
   assert str(proc.iterative_process.initialize.type_signature) not in ran_here
+
+
+def test_client_probe_runs_in_process_and_equals_native():
+  # One federated_sum (per-client losses as F_i e_i), so it has a
+  # MapReduceForm: the in-process engine must not send it to the worker.
+  config = make_config()
+  _, proc = build(config)
+  diag = diagnostic_process.DiagnosticComputations(proc, config, (D,))
+  clients = round_data(make_clients(), 0)
+  with native.native_engine():
+    weights = proc.initialize()
+    weights, _ = proc.next(weights, clients)
+    want = diag.client_probe(weights, clients)
+  with inprocess.inprocess_engine('/CPU:0') as context:
+    got = diag.client_probe(weights, clients)
+    ran_here = {str(comp.type_signature) for comp, runner in
+                context._compiled.values() if runner is not None}
+  assert str(diag._client_probe.type_signature) in ran_here
+  assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-6)
+  np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
 
 
 @pytest.mark.parametrize('partition', ['iid', 'dirichlet', 'shards'])

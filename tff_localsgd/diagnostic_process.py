@@ -27,8 +27,9 @@ reported as 0; with one client or K = 1 the drift is exactly 0. Its type:
 
 It has K + 1 aggregations, so it has no MapReduceForm; it runs on the native
 (or remote) engine, in calls of a few local steps each, as many as memory
-allows (`lockstep_next(..., steps_per_call)`). `server_diagnostics`, `ntk_gram` and `client_probe` measure the
-averaged model: weight change, activation flips, NTK, grad F and F_i.
+allows (`lockstep_next(..., steps_per_call)`). `server_diagnostics`,
+`ntk_gram` and `client_probe` measure the averaged model: weight change,
+activation flips, NTK, grad F and F_i.
 """
 
 import collections
@@ -213,31 +214,47 @@ class DiagnosticComputations:
       """(w, probe inputs) -> H, the empirical NTK Gram matrix [P, P]"""
       return diagnostics.ntk_gram(layers, weights, idx, probe_x)
 
-    @tff.tensorflow.computation(w_type, d_type)
+    probe_d_type = tff.StructWithPythonType(
+        [('x', d_type.x), ('y', d_type.y),
+         ('index', tff.TensorType(np.int32))], collections.OrderedDict)
+
+    @tff.tensorflow.computation(w_type, probe_d_type)
     def client_grad(weights, data):
+      """(w, <x, y, index i>) -> <n_i grad F_i(w), n_i, F_i(w) e_i>"""
       value, grads = local_update.gradient(layers, loss, weights, idx,
                                            data['x'], data['y'])
-      return collections.OrderedDict(loss=value, grad=tuple(grads))
+      n = tf.cast(tf.shape(data['x'])[0], tf.float32)
+      # scatter_nd, not value * one_hot: an infinite F_i must not turn the
+      # other clients' entries into inf * 0 = NaN.
+      return collections.OrderedDict(
+          grad_sum=tuple(n * g for g in grads), num_examples=n,
+          losses=tf.scatter_nd([[data['index']]], [value],
+                               [config.num_clients]))
 
-    @tff.tensorflow.computation(client_grad.type_signature.result.grad)
-    def global_norm(grads):
-      return diagnostics.norm(grads)
+    @tff.tensorflow.computation(client_grad.type_signature.result)
+    def probe_summary(sums):
+      """<sum_i n_i grad F_i, sum_i n_i, [F_i]> -> <||grad F||, [F_i]>"""
+      grad = [g / sums['num_examples'] for g in sums['grad_sum']]
+      return collections.OrderedDict(grad_norm=diagnostics.norm(grad),
+                                     client_losses=sums['losses'])
 
     @tff.federated_computation(tff.FederatedType(w_type, tff.SERVER),
-                               tff.FederatedType(d_type, tff.CLIENTS))
+                               tff.FederatedType(probe_d_type, tff.CLIENTS))
     def client_probe(weights, data):
-      """(<weights@SERVER, {ClientData}@CLIENTS> -> <||grad F(w)||@SERVER, {F_i(w)}@CLIENTS>)"""
-      out = tff.federated_map(client_grad,
-                              (tff.federated_broadcast(weights), data))
-      n = tff.federated_map(num_examples, data)
-      grad = tff.federated_mean(out.grad, weight=n)
-      return tff.federated_map(global_norm, grad), out.loss
+      """(<weights@SERVER, {<x, y, index>}@CLIENTS> -> <||grad F(w)||, [F_1(w), ..., F_N(w)]>@SERVER)
+
+      One federated_sum, so that it has a MapReduceForm and the in-process
+      engine runs it; each client's F_i reaches the server as F_i e_i.
+      """
+      return tff.federated_map(probe_summary, tff.federated_sum(
+          tff.federated_map(client_grad,
+                            (tff.federated_broadcast(weights), data))))
 
     self.num_steps = num_steps
     self.spectral_norms = spectral_norms
     self.server_diagnostics = server_diagnostics
     self.ntk_gram = ntk_gram
-    self.client_probe = client_probe
+    self._client_probe = client_probe
 
   def lockstep_next(self, weights, data, steps_per_call: int | None = None):
     """The lockstep round, in calls of at most steps_per_call local steps.
@@ -259,3 +276,13 @@ class DiagnosticComputations:
         weights, summary, per_client = chunk(*args)
     summary['steps'] = tuple(steps) + tuple(summary['steps'])
     return weights, summary, per_client
+
+  def client_probe(self, weights, clients):
+    """(w, the N clients' ClientData in client order) -> (||grad F(w)||, [F_i(w)])
+
+    grad F = sum_i p_i grad F_i over all clients, p_i = n_i / n.
+    """
+    out = self._client_probe(weights, [
+        collections.OrderedDict(x=c['x'], y=c['y'], index=np.int32(i))
+        for i, c in enumerate(clients)])
+    return out['grad_norm'], out['client_losses']

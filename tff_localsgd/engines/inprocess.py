@@ -18,9 +18,8 @@ X@SERVER) (evaluation) is compiled as the round <s, d> -> <s, comp(s, d)>.
 Plain `tff.tensorflow.computation`s (server-side diagnostics) run here too.
 
 Everything else goes to the native engine, which this engine starts beside
-itself: `initialize` (no client input), and the diagnostic computations with
-more than one aggregation or results placed at the clients (the lockstep
-round, client_probe).
+itself: `initialize` (no client input), and the lockstep diagnostic round
+(K + 1 aggregations, results placed at the clients).
 
 MapReduceForm computations carry no secure aggregation here; a form that has
 one is refused rather than run without it.
