@@ -174,7 +174,9 @@ def test_model_diagnostics_match_direct_computation():
   probe = np.concatenate([x for x, _ in clients])[:10]
   idx = spec.trainable_indices
   norms0 = diag.spectral_norms(spec.initial_weights)
-  got = diag.server_diagnostics(weights, spec.initial_weights, norms0, probe)
+  got = diag.measure_model(weights, spec.initial_weights, norms0, probe,
+                           round_data(clients, 0))
+  grad_norm, losses = got.pop('grad_norm'), got.pop('client_losses')
   want = diagnostics.weight_change(spec.layers, weights, spec.initial_weights,
                                    idx)
   want.update(diagnostics.activation_flip_fraction(
@@ -186,7 +188,6 @@ def test_model_diagnostics_match_direct_computation():
       diag.ntk_gram(weights, probe),
       diagnostics.ntk_gram(spec.layers, weights, idx, probe), rtol=1e-5)
   # ||grad F(w)|| over all clients and each F_i(w), from NumPy.
-  grad_norm, losses = diag.client_probe(weights, round_data(clients, 0))
   counts = np.array(SIZES, np.float64)
   grads = [ref.gradient(weights, x, y)[1] for x, y in clients]
   mean = [sum(c * g[l] for c, g in zip(counts / counts.sum(), grads))

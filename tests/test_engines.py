@@ -70,24 +70,33 @@ def test_the_round_runs_in_process_and_initialize_natively():
   assert str(proc.iterative_process.initialize.type_signature) not in ran_here
 
 
-def test_client_probe_runs_in_process_and_equals_native():
-  # One federated_sum (per-client losses as F_i e_i), so it has a
-  # MapReduceForm: the in-process engine must not send it to the worker.
+def test_measure_model_runs_in_process_and_equals_native():
+  # One broadcast, one federated_sum (per-client losses as F_i e_i), so it
+  # has a MapReduceForm: the in-process engine must not send it to the worker.
   config = make_config()
-  _, proc = build(config)
+  spec, proc = build(config)
   diag = diagnostic_process.DiagnosticComputations(proc, config, (D,))
   clients = round_data(make_clients(), 0)
+  probe = np.concatenate([c['x'] for c in clients])[:6]
+
+  def measure(weights):
+    return diag.measure_model(weights, spec.initial_weights,
+                              diag.spectral_norms(spec.initial_weights),
+                              probe, clients)
+
   with native.native_engine():
-    weights = proc.initialize()
-    weights, _ = proc.next(weights, clients)
-    want = diag.client_probe(weights, clients)
+    weights, _ = proc.next(proc.initialize(), clients)
+    want = measure(weights)
   with inprocess.inprocess_engine('/CPU:0') as context:
-    got = diag.client_probe(weights, clients)
+    got = measure(weights)
     ran_here = {str(comp.type_signature) for comp, runner in
                 context._compiled.values() if runner is not None}
-  assert str(diag._client_probe.type_signature) in ran_here
-  assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-6)
-  np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+  assert str(diag._measure_model.type_signature) in ran_here
+  assert list(got) == list(want)
+  assert float(want['weight_change_rel']) > 0 and float(want['grad_norm']) > 0
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-6,
+                               err_msg=name)
 
 
 @pytest.mark.parametrize('partition', ['iid', 'dirichlet', 'shards'])

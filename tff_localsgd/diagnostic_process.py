@@ -27,9 +27,9 @@ reported as 0; with one client or K = 1 the drift is exactly 0. Its type:
 
 It has K + 1 aggregations, so it has no MapReduceForm; it runs on the native
 (or remote) engine, in calls of a few local steps each, as many as memory
-allows (`lockstep_next(..., steps_per_call)`). `server_diagnostics`,
-`ntk_gram` and `client_probe` measure the averaged model: weight change,
-activation flips, NTK, grad F and F_i.
+allows (`lockstep_next(..., steps_per_call)`). `measure_model` and `ntk_gram`
+measure the averaged model: weight change, activation flips, grad F and F_i,
+and the NTK.
 """
 
 import collections
@@ -197,18 +197,6 @@ class DiagnosticComputations:
       """w -> {layer: ||W_l||_2} for the hidden m x m layers"""
       return diagnostics.hidden_spectral_norms(layers, weights, idx)
 
-    @tff.tensorflow.computation(w_type, w_type,
-                                spectral_norms.type_signature.result,
-                                probe_type)
-    def server_diagnostics(weights, initial, initial_spectral, probe_x):
-      """(w^t, w^0, ||W_l^0||_2, probe inputs) -> weight change, activation flips"""
-      out = collections.OrderedDict()
-      out.update(diagnostics.weight_change(
-          layers, weights, initial, idx, initial_spectral=initial_spectral))
-      out.update(diagnostics.activation_flip_fraction(layers, weights, initial,
-                                                      probe_x))
-      return out
-
     @tff.tensorflow.computation(w_type, probe_type)
     def ntk_gram(weights, probe_x):
       """(w, probe inputs) -> H, the empirical NTK Gram matrix [P, P]"""
@@ -231,30 +219,42 @@ class DiagnosticComputations:
           losses=tf.scatter_nd([[data['index']]], [value],
                                [config.num_clients]))
 
-    @tff.tensorflow.computation(client_grad.type_signature.result)
-    def probe_summary(sums):
-      """<sum_i n_i grad F_i, sum_i n_i, [F_i]> -> <||grad F||, [F_i]>"""
-      grad = [g / sums['num_examples'] for g in sums['grad_sum']]
-      return collections.OrderedDict(grad_norm=diagnostics.norm(grad),
-                                     client_losses=sums['losses'])
+    model_type = tff.StructWithPythonType(
+        [('weights', w_type), ('initial', w_type),
+         ('initial_spectral', spectral_norms.type_signature.result),
+         ('probe_x', probe_type)], collections.OrderedDict)
 
-    @tff.federated_computation(tff.FederatedType(w_type, tff.SERVER),
+    @tff.tensorflow.computation(model_type, client_grad.type_signature.result)
+    def summarize(model, sums):
+      """(<w^t, w^0, ||W_l^0||_2, probe inputs>, client sums) -> the metrics"""
+      weights, initial = model['weights'], model['initial']
+      out = diagnostics.weight_change(
+          layers, weights, initial, idx,
+          initial_spectral=model['initial_spectral'])
+      out.update(diagnostics.activation_flip_fraction(
+          layers, weights, initial, model['probe_x']))
+      out['grad_norm'] = diagnostics.norm(
+          [g / sums['num_examples'] for g in sums['grad_sum']])
+      out['client_losses'] = sums['losses']
+      return out
+
+    @tff.federated_computation(tff.FederatedType(model_type, tff.SERVER),
                                tff.FederatedType(probe_d_type, tff.CLIENTS))
-    def client_probe(weights, data):
-      """(<weights@SERVER, {<x, y, index>}@CLIENTS> -> <||grad F(w)||, [F_1(w), ..., F_N(w)]>@SERVER)
+    def measure_model(model, data):
+      """(<<w^t, w^0, ||W_l^0||_2, probe inputs>@SERVER, {<x, y, index>}@CLIENTS> -> metrics@SERVER)
 
-      One federated_sum, so that it has a MapReduceForm and the in-process
-      engine runs it; each client's F_i reaches the server as F_i e_i.
+      One broadcast and one federated_sum, so that it has a MapReduceForm
+      and the in-process engine runs it; each client's F_i reaches the
+      server as F_i e_i.
       """
-      return tff.federated_map(probe_summary, tff.federated_sum(
-          tff.federated_map(client_grad,
-                            (tff.federated_broadcast(weights), data))))
+      sums = tff.federated_sum(tff.federated_map(
+          client_grad, (tff.federated_broadcast(model.weights), data)))
+      return tff.federated_map(summarize, (model, sums))
 
     self.num_steps = num_steps
     self.spectral_norms = spectral_norms
-    self.server_diagnostics = server_diagnostics
     self.ntk_gram = ntk_gram
-    self._client_probe = client_probe
+    self._measure_model = measure_model
 
   def lockstep_next(self, weights, data, steps_per_call: int | None = None):
     """The lockstep round, in calls of at most steps_per_call local steps.
@@ -277,12 +277,18 @@ class DiagnosticComputations:
     summary['steps'] = tuple(steps) + tuple(summary['steps'])
     return weights, summary, per_client
 
-  def client_probe(self, weights, clients):
-    """(w, the N clients' ClientData in client order) -> (||grad F(w)||, [F_i(w)])
+  def measure_model(self, weights, initial, initial_spectral, probe_x,
+                    clients):
+    """The averaged model's diagnostics, in one TFF call.
 
-    grad F = sum_i p_i grad F_i over all clients, p_i = n_i / n.
+    (w^t, w^0, {layer: ||W_l^0||_2}, probe inputs, the N clients' ClientData
+    in client order) -> {weight_change_rel..., weight_change_spectral_rel...,
+    activation_flip_frac..., grad_norm: ||grad F(w^t)||, client_losses:
+    [F_i(w^t)]}, with grad F = sum_i p_i grad F_i over all clients.
     """
-    out = self._client_probe(weights, [
-        collections.OrderedDict(x=c['x'], y=c['y'], index=np.int32(i))
-        for i, c in enumerate(clients)])
-    return out['grad_norm'], out['client_losses']
+    return self._measure_model(
+        collections.OrderedDict(weights=weights, initial=initial,
+                                initial_spectral=initial_spectral,
+                                probe_x=probe_x),
+        [collections.OrderedDict(x=c['x'], y=c['y'], index=np.int32(i))
+         for i, c in enumerate(clients)])

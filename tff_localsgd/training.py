@@ -153,9 +153,11 @@ class _Diagnostics:
     comp = self.computations
     if self.initial_spectral is None:
       self.initial_spectral = comp.spectral_norms(self.initial)
-    metrics = {f'lazy/{k}': float(v) for k, v in comp.server_diagnostics(
-        weights, self.initial, self.initial_spectral, self.probe_x).items()}
-    grad_norm, client_losses = comp.client_probe(weights, all_clients)
+    out = comp.measure_model(weights, self.initial, self.initial_spectral,
+                             self.probe_x, all_clients)
+    client_losses = out.pop('client_losses')
+    grad_norm = out.pop('grad_norm')
+    metrics = {f'lazy/{k}': float(v) for k, v in out.items()}
     metrics['train/grad_norm'] = float(grad_norm)
     ntk_every = self.config.ntk_every
     if ntk_every and round_num % ntk_every == 0:

@@ -11,7 +11,7 @@ Which computation runs where:
   * A federated computation whose argument holds per-client data and that
     TFF's `compile_to_mergeable_comp_form` accepts (one aggregation, or
     several independent ones): the round (`next`, `next_measured`),
-    `evaluate`, the diagnostics' `client_probe`. Its clients are split into
+    `evaluate`, the diagnostics' `measure_model`. Its clients are split into
     contiguous blocks, one per worker in --workers order (TFF's subround
     split); `up_to_merge` runs on all workers at once, the partial aggregates
     are merged on the first worker in worker order, and `after_merge` runs
