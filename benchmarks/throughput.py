@@ -1,7 +1,7 @@
 """Round throughput of every way to run Local SGD here, side by side.
 
   python -m benchmarks.throughput                   # writes reports/perf/PERF.md
-  python -m benchmarks.throughput --widths=128,1024 --clients=10,100 --local_steps=10
+  python -m benchmarks.throughput --widths=128,1024 --num_clients=10,100 --local_steps=10
 
 Workload (the issue's): MLP d=64 -> m -> m -> 1 (depth 1), 100 examples per
 client, K full-batch local GD steps (local_gd), every client in every round.
@@ -58,10 +58,10 @@ INPUT_DIM = 64
 
 flags.DEFINE_list('widths', ['128', '512', '1024', '4096'], 'widths m')
 flags.DEFINE_bool('large', False, 'also width 16384')
-flags.DEFINE_list('clients', ['10', '100', '1000'], 'numbers of clients N')
+flags.DEFINE_list('num_clients', ['10', '100', '1000'], 'numbers of clients N')
 flags.DEFINE_list('local_steps', ['1', '10'], 'local steps K')
 flags.DEFINE_list('rows', [], 'm:N:K triples to measure instead of the '
-                  'product of --widths, --clients and --local_steps')
+                  'product of --widths, --num_clients and --local_steps')
 flags.DEFINE_list('settings', list(SETTINGS), 'settings to compare')
 flags.DEFINE_integer('examples_per_client', 100, 'n_i')
 flags.DEFINE_integer('rounds', 3, 'timed rounds per cell (after a warm-up)')
@@ -75,10 +75,12 @@ flags.DEFINE_string('cell', '', 'internal: run one cell (JSON) and print '
 FLAGS = flags.FLAGS
 
 
-def round_flops(width: int, depth: int, clients: int, n: int, k: int) -> float:
+def round_flops(width: int, depth: int, num_clients: int,
+                examples_per_client: int, local_steps: int) -> float:
   """K * sum_i n_i * (6 P - 2 d m) for the MLP d -> m (x depth+1) -> 1."""
   params = INPUT_DIM * width + depth * width * width + width
-  return k * clients * n * (6 * params - 2 * INPUT_DIM * width)
+  return (local_steps * num_clients * examples_per_client *
+          (6 * params - 2 * INPUT_DIM * width))
 
 
 def matmul_peak(device: str, size: int = 4096) -> float:
@@ -107,14 +109,15 @@ def _config(cell) -> config_lib.ExperimentConfig:
   setting = cell['setting']
   packed = 'packed' in setting
   return config_lib.ExperimentConfig(
-      num_examples=cell['clients'] * cell['n'], input_dim=INPUT_DIM,
-      num_clients=cell['clients'], width=cell['width'], depth=1,
-      algorithm='local_gd', local_steps=cell['k'], client_lr=0.1,
+      num_examples=cell['num_clients'] * cell['examples_per_client'],
+      input_dim=INPUT_DIM,
+      num_clients=cell['num_clients'], width=cell['width'], depth=1,
+      algorithm='local_gd', local_steps=cell['local_steps'], client_lr=0.1,
       rounds=cell['rounds'] + 1, seed=cell['seed'],
       engine='inprocess' if setting.startswith('inprocess') else 'native',
       device='/CPU:0' if setting.startswith('inprocess') and not
       tf.config.list_physical_devices('GPU') else '',
-      clients_per_pack=cell['clients'] if packed else 1,
+      clients_per_pack=cell['num_clients'] if packed else 1,
       jit=setting.endswith('_jit')).validate()
 
 
@@ -225,7 +228,7 @@ def _plain_round(config, data):
 
 
 def run_cell(cell) -> dict:
-  """One (setting, width, clients, K) cell, in this process."""
+  """One (setting, width, num_clients, local_steps) cell, in this process."""
   config = _config(cell)
   data = data_lib.load_federated_data(config)
   setting = cell['setting']
@@ -241,9 +244,12 @@ def run_cell(cell) -> dict:
   peak = matmul_peak(device)
   with context:
     seconds = _time_rounds(round_fn, cell['rounds'])
-  flops = round_flops(cell['width'], 1, cell['clients'], cell['n'], cell['k'])
+  examples = (cell['local_steps'] * cell['num_clients'] *
+              cell['examples_per_client'])
+  flops = round_flops(cell['width'], 1, cell['num_clients'],
+                      cell['examples_per_client'], cell['local_steps'])
   return dict(cell, seconds_per_round=seconds, rounds_per_s=1 / seconds,
-              examples_per_s=cell['k'] * cell['clients'] * cell['n'] / seconds,
+              examples_per_s=examples / seconds,
               gflops=flops / seconds / 1e9, peak_gflops=peak,
               peak_fraction=flops / seconds / 1e9 / peak,
               peak_rss_gb=_peak_rss_gb(), device=device)
@@ -262,8 +268,11 @@ def _run_child(cell) -> dict:
 
 def _table(results, settings) -> list[str]:
   """Markdown: s/round (fraction of peak) per setting, and the ratios."""
-  rows = sorted({(r['width'], r['clients'], r['k']) for r in results})
-  by = {(r['width'], r['clients'], r['k'], r['setting']): r for r in results}
+  def key(r):
+    return r['width'], r['num_clients'], r['local_steps']
+
+  rows = sorted({key(r) for r in results})
+  by = {(*key(r), r['setting']): r for r in results}
   lines = ['| m | N | K | ' + ' | '.join(settings) + ' | best of ours | '
            'best / stock_keras | best / stock_functional | '
            'native_packed time / plain_tf time |',
@@ -272,10 +281,10 @@ def _table(results, settings) -> list[str]:
   def ratio(a, b):
     return f'{a / b:.2f}x' if a and b else ''
 
-  for width, clients, k in rows:
+  for row in rows:
     cells, speed = [], {}
     for s in settings:
-      r = by.get((width, clients, k, s), {})
+      r = by.get((*row, s), {})
       if 'seconds_per_round' in r:
         speed[s] = r['rounds_per_s']
         cells.append(f"{r['seconds_per_round']:.3g} s "
@@ -286,7 +295,7 @@ def _table(results, settings) -> list[str]:
     ours = {s: v for s, v in speed.items()
             if s.startswith(('native', 'inprocess'))}
     best = max(ours, key=ours.get) if ours else ''
-    lines.append(f'| {width} | {clients} | {k} | ' + ' | '.join(cells + [
+    lines.append('| ' + ' | '.join(map(str, row)) + ' | ' + ' | '.join(cells + [
         best, ratio(ours.get(best), speed.get('stock_keras')),
         ratio(ours.get(best), speed.get('stock_functional')),
         ratio(speed.get('plain_tf'), speed.get('native_packed'))]) + ' |')
@@ -300,8 +309,8 @@ def _plot(results, path):
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for setting in SETTINGS:
     points = sorted((r['width'], r['peak_fraction']) for r in results
-                    if r['setting'] == setting and r['clients'] == 10 and
-                    r['k'] == 10 and 'peak_fraction' in r)
+                    if r['setting'] == setting and r['num_clients'] == 10 and
+                    r['local_steps'] == 10 and 'peak_fraction' in r)
     if points:
       ax.plot(*zip(*points), marker='o', label=setting)
   ax.set(xscale='log', xlabel='width m', ylabel='fraction of matmul peak',
@@ -347,13 +356,13 @@ def main(argv):
     widths = [int(w) for w in FLAGS.widths] + ([16384] if FLAGS.large else [])
     rows = ([tuple(int(v) for v in row.split(':')) for row in FLAGS.rows]
             if FLAGS.rows else [(m, int(n), int(k)) for m in widths
-                                for n in FLAGS.clients
+                                for n in FLAGS.num_clients
                                 for k in FLAGS.local_steps])
   except ValueError as e:
-    flag_defs.exit_bad_input(f'--widths/--clients/--local_steps/--rows: {e}')
+    flag_defs.exit_bad_input(f'--widths/--num_clients/--local_steps/--rows: {e}')
   if any(len(row) != 3 or min(row) <= 0 for row in rows) or FLAGS.rounds <= 0:
     flag_defs.exit_bad_input('--rows are m:N:K with m, N, K > 0; --widths, '
-                             '--clients, --local_steps and --rounds must be '
+                             '--num_clients, --local_steps and --rounds must be '
                              '> 0')
   unknown = sorted(set(FLAGS.settings) - set(SETTINGS))
   if unknown:
@@ -363,10 +372,11 @@ def main(argv):
   results = []
   for width, n_clients, k in rows:
     for setting in FLAGS.settings:
-      cell = dict(setting=setting, width=width, clients=n_clients, k=k,
-                  n=FLAGS.examples_per_client, rounds=FLAGS.rounds,
-                  seed=FLAGS.seed)
-      estimate = round_flops(width, 1, n_clients, cell['n'], k) / 1e9 / peak
+      cell = dict(setting=setting, width=width, num_clients=n_clients,
+                  local_steps=k, examples_per_client=FLAGS.examples_per_client,
+                  rounds=FLAGS.rounds, seed=FLAGS.seed)
+      estimate = round_flops(width, 1, n_clients, FLAGS.examples_per_client,
+                             k) / 1e9 / peak
       if estimate > FLAGS.budget_s:
         results.append(dict(cell, skipped=f'~{estimate:.0f} s/round at peak'))
         continue
