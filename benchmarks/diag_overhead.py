@@ -26,15 +26,18 @@ from benchmarks import flags as flag_defs
 from tff_localsgd import recorders
 from tff_localsgd import training
 
+SETTINGS = {'off': dict(diag_every=0),
+            'lockstep_off': dict(diag_every=1, lockstep_drift=False),
+            'lockstep_on': dict(diag_every=1, lockstep_drift=True)}
+
 flag_defs.define_config_flags()
 flags.DEFINE_list('widths', ['256', '1024', '4096'], 'widths m to measure')
 flags.DEFINE_list('engines', ['native', 'inprocess'], 'engines to compare')
+flags.DEFINE_list('settings', list(SETTINGS), 'which of off (diagnostics '
+                  'off), lockstep_off (--diag_every=1 --lockstep_drift=false) '
+                  'and lockstep_on (--diag_every=1) to run; off always runs')
 flags.DEFINE_string('out', 'reports/perf/diag_overhead.md', 'Markdown table')
 FLAGS = flags.FLAGS
-
-SETTINGS = (('off', dict(diag_every=0)),
-            ('diag, lockstep off', dict(diag_every=1, lockstep_drift=False)),
-            ('diag, lockstep on', dict(diag_every=1, lockstep_drift=True)))
 
 
 def seconds_per_round(config) -> float:
@@ -53,6 +56,10 @@ def _load() -> str:
 
 def main(argv):
   del argv
+  unknown = sorted(set(FLAGS.settings) - set(SETTINGS))
+  if unknown:
+    flag_defs.exit_bad_input(f'--settings: unknown {unknown}; choose from '
+                             f'{", ".join(SETTINGS)}')
   base = flag_defs.config_from_flags()
   header = [
       '# What the diagnostics cost', '',
@@ -63,26 +70,29 @@ def main(argv):
       f'N={base.num_clients}, n={base.num_examples}, K={base.local_steps}, '
       f'B={base.batch_size}, depth {base.depth}. Seconds per round, median of '
       f'rounds 2..{base.rounds}.', '',
-      '| engine | width | ' + ' | '.join(f'{name} (s/round)' for name, _ in
+      '| engine | width | ' + ' | '.join(f'{name} (s/round)' for name in
                                           SETTINGS) +
-      ' | lockstep off / off | lockstep on / off |',
+      ' | lockstep_off / off | lockstep_on / off |',
       '|' + '---|' * (len(SETTINGS) + 4)]
   rows = []
   with tempfile.TemporaryDirectory() as root:
     for engine in FLAGS.engines:
       for width in map(int, FLAGS.widths):
-        times = []
-        for name, overrides in SETTINGS:
+        times = {}
+        for name, overrides in SETTINGS.items():
+          if name != 'off' and name not in FLAGS.settings:
+            continue
           config = dataclasses.replace(
               base, engine=engine, width=width, root_dir=root,
-              eval_every=base.rounds,
-              experiment=f'{engine}-m{width}-{len(times)}',
+              eval_every=base.rounds, experiment=f'{engine}-m{width}-{name}',
               **overrides).validate()
-          times.append(seconds_per_round(config))
-        rows.append(f'| {engine} | {width} | ' +
-                    ' | '.join(f'{t:.3f}' for t in times) +
-                    f' | {times[1] / times[0]:.2f}x | '
-                    f'{times[2] / times[0]:.2f}x |')
+          times[name] = seconds_per_round(config)
+        cells = [f'{times[n]:.3f}' if n in times else 'not run'
+                 for n in SETTINGS]
+        ratios = [f'{times[n] / times["off"]:.2f}x' if n in times else ''
+                  for n in ('lockstep_off', 'lockstep_on')]
+        rows.append(f'| {engine} | {width} | ' + ' | '.join(cells + ratios) +
+                    ' |')
         print(rows[-1], flush=True)
   header[2] = header[2].format(end=_load())
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
