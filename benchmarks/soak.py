@@ -96,8 +96,9 @@ class Sampler(threading.Thread):
         row.update(worker_rss_mb=sum(w.memory_info().rss for w in workers) / MB,
                    worker_fds=sum(w.num_fds() for w in workers),
                    worker_threads=sum(w.num_threads() for w in workers))
-        self.worker_peak_rss = max([procstat.peak_rss_bytes(w.pid) or 0 for w in workers] +
-                                   [self.worker_peak_rss or 0])
+        self.worker_peak_rss = max(
+            [procstat.peak_rss_bytes(w.pid) or 0 for w in workers] +
+            [self.worker_peak_rss or 0])
     except psutil.Error:
       pass
     self.samples.append(row)

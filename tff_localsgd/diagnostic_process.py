@@ -202,11 +202,11 @@ class DiagnosticComputations:
       """(w, probe inputs) -> H, the empirical NTK Gram matrix [P, P]"""
       return diagnostics.ntk_gram(layers, weights, idx, probe_x)
 
-    probe_d_type = tff.StructWithPythonType(
+    indexed_d_type = tff.StructWithPythonType(
         [('x', d_type.x), ('y', d_type.y),
          ('index', tff.TensorType(np.int32))], collections.OrderedDict)
 
-    @tff.tensorflow.computation(w_type, probe_d_type)
+    @tff.tensorflow.computation(w_type, indexed_d_type)
     def client_grad(weights, data):
       """(w, <x, y, index i>) -> <n_i grad F_i(w), n_i, F_i(w) e_i>"""
       value, grads = local_update.gradient(layers, loss, weights, idx,
@@ -239,7 +239,7 @@ class DiagnosticComputations:
       return out
 
     @tff.federated_computation(tff.FederatedType(model_type, tff.SERVER),
-                               tff.FederatedType(probe_d_type, tff.CLIENTS))
+                               tff.FederatedType(indexed_d_type, tff.CLIENTS))
     def measure_model(model, data):
       """(<<w^t, w^0, ||W_l^0||_2, probe inputs>@SERVER, {<x, y, index>}@CLIENTS> -> metrics@SERVER)
 

@@ -140,7 +140,7 @@ def client_work(spec, loss: str, weights, data, *, measured: bool, **steps):
       num_examples=tf.reduce_sum(n),
       local_loss=pack_mean(last_loss, n))
   if measured:
-    # ||grad F_i(w_i^{t,K}) - grad F_i(w^t)|| per member, F_i on its n_i examples.
+    # ||grad F_i(w_i^{t,K}) - grad F_i(w^t)|| per member, on its n_i examples.
     x = data['x']
     start = [stack(w, tf.shape(x)[0]) for w in spec.trainable(weights)]
     out['grad_diff_vs_start'] = pack_mean(diagnostics.gradient_difference(

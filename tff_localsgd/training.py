@@ -102,7 +102,8 @@ def _check_lockstep_memory(config, spec):
     raise config_lib.ConfigError(
         'lockstep_drift', 'one local step of the lockstep round needs more '
         f'than {LOCKSTEP_MEMORY_FRACTION:.0%} of this machine\'s '
-        f'{_physical_memory() / 2**30:.0f} GB (clients_per_round x parameters); use '
+        f'{_physical_memory() / 2**30:.0f} GB (clients_per_round x '
+        'parameters); use '
         '--lockstep_drift=false, or fewer clients per round')
 
 

@@ -34,6 +34,8 @@ WORKER_BINARY = worker_binary.path()
 _GRPC_OPTIONS = [('grpc.max_message_length', 2_000_000_000),
                  ('grpc.max_receive_message_length', 2_000_000_000),
                  ('grpc.max_send_message_length', 2_000_000_000)]
+
+
 class WorkerDiedError(RuntimeError):
   """The worker serving the run's computations exited during the run."""
 
