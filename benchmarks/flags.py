@@ -41,6 +41,8 @@ _HELP = {
     'rounds': 'T: communication rounds',
     'eval_every': 'evaluate train/test loss every this many rounds',
     'seed': 'seeds every random stream (data, partition, init, sampling)',
+    'eps': 'target: train/loss <= eps x the zero predictor\'s loss '
+           '(rounds to epsilon, and its prediction)',
     'diag_every': 'measure the diagnostics every this many rounds (0 = off)',
     'lockstep_drift': 'on diagnostic rounds, run the lockstep round that '
                       'measures drift/* at every local step',

@@ -65,6 +65,10 @@ class ExperimentConfig:
   rounds: int = 50
   eval_every: int = 1
   seed: int = 0
+  # The target: a run reaches epsilon at the first round with
+  # train/loss <= eps * F_0, where F_0 = F(f = 0) is the zero predictor's loss
+  # (data only: the same for every seed of the initialization).
+  eps: float = 1e-3
   # Diagnostics (see tff_localsgd/diagnostic_process.py).
   diag_every: int = 0  # 0 = off
   lockstep_drift: bool = True
@@ -130,6 +134,8 @@ class ExperimentConfig:
       value = getattr(self, name)
       if not (math.isfinite(value) and value > 0):
         raise ConfigError(name, f'must be a finite number > 0, got {value}')
+    if not 0 < self.eps < 1:
+      raise ConfigError('eps', f'must be in (0, 1), got {self.eps}')
     for name in ('num_examples', 'depth', 'clients_per_round', 'seed',
                  'diag_every', 'ntk_every', 'probe_size', 'checkpoint_every'):
       if getattr(self, name) < 0:
