@@ -4,7 +4,7 @@
   python -m benchmarks.reproduce --preset=smoke --out=/tmp/smoke
   python -m benchmarks.reproduce --preset=paper --out=/out --parallel=1
 
-Each experiment is a sweep (tff_localsgd/analysis/experiments.py) whose
+Each experiment is a sweep (tff_localsgd/suite.py) whose
 trials run as `benchmarks.train` subprocesses under
 <out>/<experiment>/<group>/<trial>/. Rerunning the same command resumes:
 finished trials are skipped. Then one trial is rerun in a fresh process to
@@ -29,11 +29,11 @@ from benchmarks import flags as flag_defs
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
 from tff_localsgd import sweep
-from tff_localsgd.analysis import experiments
+from tff_localsgd import suite as suite_lib
 from tff_localsgd.analysis import provenance
 from tff_localsgd.analysis import report
 
-flags.DEFINE_enum('preset', 'quick', experiments.PRESETS, 'suite size')
+flags.DEFINE_enum('preset', 'quick', suite_lib.PRESETS, 'suite size')
 flags.DEFINE_string('out', None, 'suite directory (results and REPORT.md)')
 flags.DEFINE_integer('parallel', 2, 'trials run at once')
 flags.DEFINE_list('experiments', [], 'run only these (e.g. E1_width); '
@@ -46,7 +46,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def plan(preset, only):
   """[(experiment spec, group label, trials)], validated before any run."""
   out = []
-  for spec in experiments.suite(preset):
+  for spec in suite_lib.suite(preset):
     if only and spec.name not in only:
       continue
     for label, base in spec.groups():
@@ -84,7 +84,7 @@ def main(argv):
     flag_defs.exit_bad_input('--out: the suite directory is required')
   if FLAGS.parallel < 1:
     flag_defs.exit_bad_input('--parallel: must be >= 1')
-  known = {s.name for s in experiments.suite(FLAGS.preset)}
+  known = {s.name for s in suite_lib.suite(FLAGS.preset)}
   unknown = set(FLAGS.experiments) - known
   if unknown:
     flag_defs.exit_bad_input(f'--experiments: unknown {sorted(unknown)}; '
@@ -97,7 +97,7 @@ def main(argv):
   os.makedirs(out, exist_ok=True)
   total = sum(len(trials) for _, _, trials in steps)
   suite_info = {'preset': FLAGS.preset, 'planned_trials': total,
-                'epsilon': experiments.epsilon(FLAGS.preset),
+                'epsilon': suite_lib.epsilon(FLAGS.preset),
                 'wall_time_s': {}, 'parallel': FLAGS.parallel}
   recorders.write_json(os.path.join(out, 'provenance.json'),
                        provenance.collect(REPO))

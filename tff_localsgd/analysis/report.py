@@ -12,7 +12,7 @@ import os
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
 from tff_localsgd.analysis import claims as claims_lib
-from tff_localsgd.analysis import experiments
+from tff_localsgd import suite as suite_lib
 from tff_localsgd.analysis import figures
 from tff_localsgd.analysis import runs as runs_lib
 
@@ -32,10 +32,10 @@ def _cell(text) -> str:
 
 def generate(out: str) -> dict:
   """Writes out/REPORT.md, out/*.png and out/results.json; returns results."""
-  suite = recorders.read_json(os.path.join(out, 'suite.json')) or {}
-  preset = suite.get('preset', 'unknown')
-  eps = suite.get('epsilon') or experiments.epsilon(
-      preset if preset in experiments.PRESETS else 'quick')
+  info = recorders.read_json(os.path.join(out, 'suite.json')) or {}
+  preset = info.get('preset', 'unknown')
+  eps = info.get('epsilon') or suite_lib.epsilon(
+      preset if preset in suite_lib.PRESETS else 'quick')
   runs = runs_lib.load_runs(out)
   claims = claims_lib.evaluate_claims(runs, eps)
   written = figures.draw_all(runs, claims, out, eps)
@@ -43,7 +43,7 @@ def generate(out: str) -> dict:
   determinism = recorders.read_json(os.path.join(out, 'determinism.json')) or {}
   status = collections.Counter(r.status for r in runs)
   problems = [r for r in runs if r.status != 'completed']
-  planned = suite.get('planned_trials', len(runs))
+  planned = info.get('planned_trials', len(runs))
 
   lines = [
       f'# Reproducibility report: Local SGD on overparameterized ReLU networks',
@@ -75,8 +75,8 @@ def generate(out: str) -> dict:
   lines += ['', '## Figures', '']
   lines += [f'![{name}]({name})\n' for name in written]
   lines += ['## Experiments', '']
-  timing = suite.get('wall_time_s', {})
-  for spec in experiments.suite(preset) if preset in experiments.PRESETS else ():
+  timing = info.get('wall_time_s', {})
+  for spec in suite_lib.suite(preset) if preset in suite_lib.PRESETS else ():
     members = [r for r in runs if r.experiment == spec.name]
     counts = collections.Counter(r.status for r in members)
     lines.append(
@@ -104,7 +104,7 @@ def generate(out: str) -> dict:
                    '(not run).')
   else:
     lines.append('Every planned trial completed.')
-  lines += suite.get('not_run', [])
+  lines += info.get('not_run', [])
   lines += ['', '## Provenance', '']
   lines += [f'- {k}: `{"; ".join(map(str, v)) if isinstance(v, list) else v}`'
             for k, v in provenance.items()]
