@@ -440,3 +440,21 @@ def test_invalid_cache_raises(tmp_path):
   np.savez(tmp_path / 'mnist.npz', **raw)
   with pytest.raises(data.DataUnavailableError, match='shape'):
     data.load_dataset(cached(tmp_path))
+
+
+@pytest.mark.parametrize('corrupt', ['random_bytes', 'truncated', 'npy'])
+def test_unreadable_cache_raises_naming_the_file(tmp_path, corrupt):
+  path = tmp_path / 'mnist.npz'
+  if corrupt == 'random_bytes':
+    path.write_bytes(np.random.default_rng(5).bytes(4096))
+  elif corrupt == 'truncated':
+    np.savez(path, **fake_arrays(np.random.default_rng(5), (28, 28)))
+    path.write_bytes(path.read_bytes()[:3000])
+  else:
+    with open(path, 'wb') as f:
+      np.save(f, np.zeros(3))
+  with pytest.raises(data.DataUnavailableError) as info:
+    data.load_dataset(cached(tmp_path))
+  message = str(info.value)
+  assert str(path) in message and 'Delete it' in message
+  assert '\n' not in message

@@ -411,8 +411,7 @@ def load_cached_arrays(name: str, data_dir: str) -> dict:
   """The four arrays of `<data_dir>/<name>.npz`, creating it if missing."""
   path = cache_path(name, data_dir)
   if os.path.exists(path):
-    with np.load(path, allow_pickle=False) as npz:
-      arrays = {k: npz[k] for k in _CACHE_KEYS if k in npz}
+    arrays = _read_cache(name, path)
     _check_arrays(name, path, arrays)
     return arrays
   try:
@@ -425,6 +424,20 @@ def load_cached_arrays(name: str, data_dir: str) -> dict:
   except OSError as err:  # a read-only cache still leaves usable data
     logging.warning('could not write the %s cache %s: %s', name, path, err)
   return arrays
+
+
+def _read_cache(name: str, path: str) -> dict:
+  """The cache file's arrays; DataUnavailableError if it is no readable npz."""
+  try:
+    npz = np.load(path, allow_pickle=False)
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+      raise ValueError('it holds one .npy array, not an .npz archive')
+    with npz:
+      return {k: npz[k] for k in _CACHE_KEYS if k in npz}
+  except Exception as err:  # pickle, zip, zlib and I/O errors alike
+    raise DataUnavailableError(
+        f'{name}: {path} is not a readable .npz file ({type(err).__name__}: '
+        f'{err}). {_REMEDY} {_FORMAT}.') from err
 
 
 def _download_keras(name: str) -> dict:
@@ -476,12 +489,16 @@ def _check_arrays(name: str, path: str, arrays: dict):
   if problems:
     raise DataUnavailableError(
         f'{name}: {path} is not a valid cache file ({"; ".join(problems)}). '
-        f'{_FORMAT}. Delete or replace it.')
+        f'{_FORMAT}. {_REMEDY}')
 
 
 _FORMAT = ('The cache is one NumPy .npz file with arrays x_train (uint8 '
            '[N, H, W] or [N, H, W, C]), y_train (integer class ids [N]), '
            'x_test, y_test: the format of keras\' mnist.npz')
+
+
+_REMEDY = ('Delete it, so that it is downloaded again, or replace it with '
+           'a valid copy.')
 
 
 def _unavailable_message(name: str, path: str, err: Exception) -> str:
