@@ -47,11 +47,11 @@ not change the data.
 
 import dataclasses
 import os
-import tempfile
 
 from absl import logging
 import numpy as np
 
+from tff_localsgd import files
 from tff_localsgd.config import ConfigError
 
 # Stream ids: one independent random stream per purpose.
@@ -420,7 +420,9 @@ def load_cached_arrays(name: str, data_dir: str) -> dict:
     raise DataUnavailableError(_unavailable_message(name, path, err)) from err
   _check_arrays(name, path, arrays)
   try:
-    _write_atomically(path, arrays)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    files.atomic_write(path, lambda f: np.savez(f, **arrays))
+    logging.info('cached %s', path)
   except OSError as err:  # a read-only cache still leaves usable data
     logging.warning('could not write the %s cache %s: %s', name, path, err)
   return arrays
@@ -446,27 +448,6 @@ def _download_keras(name: str) -> dict:
   (x_train, y_train), (x_test, y_test) = getattr(
       tf.keras.datasets, name).load_data()
   return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-
-
-def _write_atomically(path: str, arrays: dict):
-  """Writes the npz to a temp file beside `path`, then renames it over."""
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=directory, prefix='.tmp-',
-                                   suffix='.npz', delete=False) as f:
-    temp = f.name
-    try:
-      np.savez(f, **arrays)
-    except BaseException:
-      f.close()
-      os.unlink(temp)
-      raise
-  try:
-    os.replace(temp, path)  # readers never see a partial file
-  except OSError:
-    os.unlink(temp)
-    raise
-  logging.info('cached %s', path)
 
 
 def _check_arrays(name: str, path: str, arrays: dict):

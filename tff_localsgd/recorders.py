@@ -11,31 +11,11 @@ import io
 import json
 import math
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-
-def atomic_write(path: str, content):
-  """Writes `content` to `path` so that readers see the old or the new file.
-
-  content: a str, or a function that writes to a binary file object.
-  """
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path))
-  try:
-    with os.fdopen(fd, 'w' if isinstance(content, str) else 'wb') as f:
-      if isinstance(content, str):
-        f.write(content)
-      else:
-        content(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+from tff_localsgd.files import atomic_write  # also recorders.atomic_write
 
 
 def _plain(value):

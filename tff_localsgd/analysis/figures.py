@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
 from tff_localsgd import config as config_lib  # noqa: E402
+from tff_localsgd import files  # noqa: E402
 from tff_localsgd.analysis import runs as runs_lib  # noqa: E402
 
 
@@ -21,12 +22,10 @@ def _completed(runs, experiment):
 
 
 def _save(fig, out_dir, name):
-  path = os.path.join(out_dir, name)
-  tmp = path + '.tmp.png'
   fig.tight_layout()
-  fig.savefig(tmp, dpi=110)
+  files.atomic_write(os.path.join(out_dir, name),
+                     lambda f: fig.savefig(f, format='png', dpi=110))
   plt.close(fig)
-  os.replace(tmp, path)
   return name
 
 
