@@ -303,3 +303,16 @@ def test_sigterm_stops_every_trial(tmp_path):
   assert not wait_gone([p.pid for p in tree], 10)
   index = sweep.sweep_index(tmp_path / 'long')
   assert [row['status'] for row in index] == ['interrupted'] * 2
+
+
+@pytest.mark.parametrize('key, hint', [
+    ('widht', "; did you mean 'width'?"), ('local_step', "'local_steps'?"),
+    ('zzz', None)])
+def test_unknown_grid_key_suggests_the_closest_field(key, hint):
+  with pytest.raises(config_lib.ConfigError) as e:
+    sweep.expand_grid({key: ['1']}, [0], tiny_base())
+  assert e.value.field == 'grid'
+  if hint:
+    assert str(e.value).endswith(hint)
+  else:
+    assert str(e.value).endswith('is not a config field')

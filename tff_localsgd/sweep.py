@@ -39,6 +39,7 @@ The final/* metrics (also in `sweep_index`):
 """
 
 import dataclasses
+import difflib
 import glob
 import itertools
 import json
@@ -207,7 +208,9 @@ def _check_grid(grid: dict, seeds) -> dict:
   typed = {}
   for key, values in grid.items():
     if key not in fields:
-      raise ConfigError('grid', f'{key!r} is not a config field')
+      close = difflib.get_close_matches(key, fields, n=1)
+      raise ConfigError('grid', f'{key!r} is not a config field' +
+                        (f'; did you mean {close[0]!r}?' if close else ''))
     if key in NOT_SWEPT:
       raise ConfigError('grid', f'{key} is set by the sweep (--root_dir, '
                         '--sweep, --seed and --seeds), not by --grid')
