@@ -15,6 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tff_localsgd import metrics
 from tff_localsgd.files import atomic_write  # also recorders.atomic_write
 
 
@@ -107,9 +108,12 @@ class TensorBoardRecorder:
     self._writer = tf.summary.create_file_writer(logdir)
 
   def scalars(self, step: int, values: dict):
+    """Scalars at step; a tag of metrics' table carries its description."""
     with self._writer.as_default(step=step):
       for tag, value in values.items():
-        tf.summary.scalar(tag, value)
+        row = metrics.find(tag)
+        tf.summary.scalar(tag, value,
+                          description=row.description if row else None)
     self._writer.flush()
 
   def histograms(self, step: int, values: dict):
