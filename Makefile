@@ -9,6 +9,15 @@ PRESET ?= quick
 .PHONY: reproduce test test-container clean
 
 $(VENV)/.installed: requirements.txt
+	@command -v $(PYTHON) >/dev/null || { \
+	  echo "$(PYTHON) not found; the lock needs Python 3.11. Either:" >&2; \
+	  echo "  install it (pyenv install 3.11, or on Ubuntu python3.11 and" \
+	       "python3.11-venv from the deadsnakes PPA), or pass PYTHON=<its path>;" >&2; \
+	  echo "  or use the Docker image (README.md, Reproduce with Docker):" >&2; \
+	  echo "    docker build -t tff-localsgd ." >&2; \
+	  echo "    docker run --rm -v \"\$$PWD/out:/out\" --user \"\$$(id -u):\$$(id -g)\"" \
+	       "tff-localsgd reproduce --preset=smoke" >&2; \
+	  exit 1; }
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (TFF 0.87 needs <3.12)"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-deps -r requirements.txt
