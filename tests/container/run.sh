@@ -7,7 +7,8 @@
 #   tests/container/run.sh            setup (idempotent), hadolint, build, run
 #
 # Environment: CACHE (default /var/cache/tff-localsgd) holds the base rootfs
-# and the hadolint venv, outside the repository; KEEP=1 keeps the scratch dir.
+# and the hadolint venv, outside the repository; KEEP=1 keeps the scratch dir;
+# DEBIAN_MIRROR (default: debootstrap's own) is the mirror the base comes from.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -59,7 +60,7 @@ if [ ! -d "$ROOTFS" ]; then
   mkdir -p "$CACHE"
   rm -rf "$ROOTFS.tmp"
   debootstrap --variant=minbase bookworm "$ROOTFS.tmp" \
-    http://deb.debian.org/debian > "$CACHE/debootstrap.log"
+    ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"} > "$CACHE/debootstrap.log"
   mv "$ROOTFS.tmp" "$ROOTFS"
 fi
 if ! podman image exists "$BASE"; then
