@@ -223,8 +223,18 @@ def test_predict_fields_and_probe_subset():
   y = np.concatenate(client_y).astype(np.float64)
   assert full.zero_predictor_loss == pytest.approx(np.sum(y ** 2) / 32)
   assert (full.gram_set, full.gram_points, len(full.curve)) == ('train', 16, 4)
-  assert full.lambda_min <= full.lambda_max
-  assert 0 < full.rate_per_round < 1
+  h = numpy_gram(spec.initial_weights, np.concatenate(client_x),
+                 spec.trainable_indices)
+  eig = np.linalg.eigvalsh(h)
+  assert (full.lambda_min, full.lambda_max) == pytest.approx(
+      (eig[0], eig[-1]), rel=1e-10)
+  m = theory.round_map(h, clients_of((3, 4, 4, 5)), 1.0 / 64, 2, 1.0)
+  assert full.rate_per_round == pytest.approx(
+      theory.spectral_radius(m) ** 2, rel=1e-10)
+  assert full.rate_first_order == pytest.approx(
+      (1 - 2 * eig[0] / 64 / 16) ** 2, rel=1e-10)
+  assert full.rounds_to_eps == theory.rounds_to_eps(
+      full.curve, 1e-2 * full.zero_predictor_loss, full.rate_per_round) > 3
   json.dumps(full.to_dict())
   probe = theory.predict(spec, spec.initial_weights, client_x, client_y,
                          max_points=8, **kwargs)
@@ -235,12 +245,36 @@ def test_predict_fields_and_probe_subset():
   assert probe.zero_predictor_loss == full.zero_predictor_loss
 
 
+def test_predict_with_cohorts():
+  spec, client_x, client_y = wide_problem(64)
+  kwargs = dict(lr=1.0 / 64, local_steps=2, server_lr=0.9, rounds=3,
+                eps=1e-2, delta=0.25)
+  args = (spec, spec.initial_weights, client_x, client_y)
+  full = theory.predict(*args, **kwargs)
+  every = theory.predict(*args, cohorts=[range(4)] * 3, **kwargs)
+  assert every.curve == full.curve
+  # The mean of three equal maps, (M + M + M) / 3, differs from M by rounding.
+  assert every.rate_per_round == pytest.approx(full.rate_per_round, rel=1e-13)
+  cohorts = [(3, 0), (2,), (1, 2)]
+  sampled = theory.predict(*args, cohorts=cohorts, **kwargs)
+  x, y = np.concatenate(client_x), np.concatenate(client_y)
+  h = numpy_gram(spec.initial_weights, x, spec.trainable_indices)
+  clients = clients_of((3, 4, 4, 5))
+  maps = [theory.round_map(h, [clients[i] for i in c], 1.0 / 64, 2, 0.9)
+          for c in cohorts]
+  r0 = (ref.forward(spec.initial_weights, x) - y).ravel()
+  np.testing.assert_allclose(sampled.curve,
+                             theory.predicted_curve(maps, r0, 3), rtol=1e-9)
+  assert sampled.rate_per_round == pytest.approx(
+      theory.spectral_radius(sum(maps) / 3) ** 2, rel=1e-9)
+  with pytest.raises(ValueError):
+    theory.predict(*args, cohorts=cohorts[:2], **kwargs)
+
+
 def test_applies():
-  base = config_lib.ExperimentConfig(output_dim=1)
-  assert theory.applies(base) is None
-  assert 'loss' in theory.applies(base.__class__(dataset='digits',
-                                                 loss='xent'))
-  assert 'output' in theory.applies(base.__class__(output_dim=2))
-  assert 'output' in theory.applies(base.__class__(dataset='digits'))
-  assert 'mlp' in theory.applies(base.__class__(dataset='digits', model='cnn',
-                                                output_dim=1))
+  config = config_lib.ExperimentConfig
+  assert theory.applies(config(output_dim=1)) is None
+  assert 'loss' in theory.applies(config(dataset='digits', loss='xent'))
+  assert 'output' in theory.applies(config(output_dim=2))
+  assert 'output' in theory.applies(config(dataset='digits'))
+  assert 'mlp' in theory.applies(config(dataset='digits', model='cnn'))

@@ -55,10 +55,11 @@ import numpy as np
 from tff_localsgd import diagnostics
 from tff_localsgd import models
 
-# The largest n for which predict() builds H and M on the training set. Above
-# it, time bounds it: eigenvalues of the non-symmetric n x n M take ~6 s at
-# n = 2048 on the 2-core CPU (O(n^3): ~45 s at 4096), and H at m = 4096 in
-# float64 a few seconds more; memory is small (H and M, 32 MB each at 2048).
+# The largest n for which predict() builds H and M on the training set; time
+# sets it. Measured on the 2-core CPU at n = 2048, m = 4096 (depth 1, all
+# layers trained): H in 5 s, the whole predict() in 11 s, of which the
+# eigenvalues of the non-symmetric n x n M take ~6 s and grow as n^3 (~45 s
+# at n = 4096); the process peaked at 1.9 GB, H and M being 32 MB each.
 MAX_GRAM_POINTS = 2048
 
 
@@ -71,9 +72,9 @@ def gram(spec, weights, x) -> np.ndarray:
 
   H_jk = <d f(x_j)/dw, d f(x_k)/dw> for a network with one output. It is
   diagnostics.ntk_gram evaluated on the weights and inputs cast to float64,
-  so it is exact for the given (float32) weights up to float64 rounding; a
-  dense layer adds (A A^T) o (D D^T) without forming J, which keeps n = 2048,
-  m = 4096 within a few hundred MB.
+  so it is exact for the given (float32) weights up to float64 rounding. A
+  dense layer adds (A A^T) o (D D^T) without forming J (n x m^2: 275 GB at
+  n = 2048, m = 4096), so the largest tensors are n x m.
   """
   if np.shape(weights[-1])[-1] != 1:
     raise ValueError(f'H is defined for one output; the network has '
@@ -159,7 +160,8 @@ class Prediction:
   lambda_min, lambda_max: extreme eigenvalues of H on the gram_set points.
   delta: the data separation (min pairwise distance of the inputs).
   rate_per_round: rho(M)^2, the asymptotic L(t+1)/L(t).
-  rate_first_order: (1 - eta_s K eta lambda_min / n)^2, its small-eta form.
+  rate_first_order: (1 - eta_s K eta lambda_min / n)^2, its small-eta form
+    with full participation.
   zero_predictor_loss: F_0 = (1/2n) sum_j ||y_j||^2, the loss of f = 0.
   rounds_to_eps: first round with L_t <= eps F_0 (rounds_to_eps()).
   curve: L_t for t = 0..T.
@@ -226,9 +228,10 @@ def predict(spec, weights, client_x, client_y, *, lr, local_steps, server_lr,
   order; if n > max_points it uses max_points evenly spaced ones instead
   (gram_set='probe') and predicts no rate, curve or rounds_to_eps, because
   H's principal submatrices overestimate lambda_min(H) and M needs all n.
-  cohorts: per-round client indices of sampled cohorts (None: every client
-  every round); the curve follows them, and rate_per_round is then
-  rho(M-bar)^2 of their mean map, the rate of the expected residual.
+  cohorts: a sequence of `rounds` cohorts, each the client indices of one
+  round (None: every client every round); the curve follows them in order,
+  and rate_per_round is then rho(M-bar)^2 of their mean map M-bar, the rate
+  of the expected residual if cohorts are drawn independently per round.
   Minibatch Local SGD is predicted by its expected residual (module doc).
   """
   y = np.concatenate(client_y).astype(np.float64)
@@ -253,7 +256,7 @@ def predict(spec, weights, client_x, client_y, *, lr, local_steps, server_lr,
   return Prediction(
       lambda_min=float(eig[0]), lambda_max=float(eig[-1]),
       rate_per_round=rate,
-      rate_first_order=(1 - server_lr * local_steps * lr * eig[0] / n) ** 2,
+      rate_first_order=float(1 - server_lr * local_steps * lr * eig[0] / n)**2,
       rounds_to_eps=rounds_to_eps(
           curve, eps * common['zero_predictor_loss'], rate),
       curve=[float(v) for v in curve], gram_points=n, gram_set='train',
