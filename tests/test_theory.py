@@ -1,4 +1,4 @@
-"""Tests for tff_localsgd.theory against NumPy float64 and the kit's own step."""
+"""Tests of tff_localsgd.theory against NumPy float64 and the kit's own step."""
 
 import json
 
@@ -181,11 +181,12 @@ def kit_local_gd(spec, client_x, client_y, *, lr, local_steps, server_lr,
   weights = spec.initial_weights
   sizes = np.array([len(x) for x in client_x], np.float32)
   x, y = np.concatenate(client_x), np.concatenate(client_y)
+  seed = tf.constant([0, 0], tf.int64)  # unused by full-batch steps
   losses = []
   for _ in range(rounds + 1):
     losses.append(float(models.objective(spec.layers, 'mse', weights, x, y)))
     deltas = [local_update.local_steps_update(
-        spec, 'mse', [tf.constant(w) for w in weights], xi, yi, tf.constant([0, 0], tf.int64), lr=lr,
+        spec, 'mse', [tf.constant(w) for w in weights], xi, yi, seed, lr=lr,
         local_steps=local_steps, batch_size=len(xi), full_batch=True)[0]
               for xi, yi in zip(client_x, client_y)]
     mean = [sum(p * d[l].numpy() for p, d in zip(sizes / sizes.sum(), deltas))

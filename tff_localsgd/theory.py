@@ -33,12 +33,14 @@ The server sets w <- w + eta_s sum_i p_i (w_i - w); f is affine in w, so
                   = I - (eta_s eta / N) sum_{i in S} H[:, D_i] S_i E_{D_i}^T,
 
 as p_i / n_i = 1/N. The predicted curve is L_t = (1/2n) ||M_t ... M_1 r_0||^2.
-M is not symmetric, but M = I - (eta_s eta / N) H S with S block diagonal and
-symmetric, so for H > 0 it is similar to a symmetric matrix: its eigenvalues
-are real and L(t+1)/L(t) tends to rho(M)^2, rho the spectral radius. For
+M is not symmetric, but M = I - (eta_s eta / N) H S with S symmetric (the
+blocks S_i on the cohort's D_i, 0 elsewhere), so for H > 0 it is similar to
+I - (eta_s eta / N) H^{1/2} S H^{1/2}: its eigenvalues are real, and for a
+generic r_0, L(t+1)/L(t) tends to rho(M)^2, rho the spectral radius. For
 small eta, S_i = K I + O(eta), so M = I - (eta_s K eta / n) H + O(eta^2) with
 full participation, and rho(M) = 1 - eta_s K eta lambda_min(H)/n + O(eta^2):
-the partition (heterogeneity) enters at second order only.
+the partition (heterogeneity) enters at second order only. With
+eta = c/m (lr_scale=width), H grows like m, so one c serves every width.
 
 Local SGD (minibatches of B drawn without replacement, independently per step)
 has E[(1/B) E_xi E_xi^T] = (1/n_i) E_{D_i} E_{D_i}^T, so the expected step is
@@ -167,7 +169,8 @@ class Prediction:
   curve: L_t for t = 0..T.
   gram_points, gram_set: H was computed on gram_points examples, all training
     examples ('train') or a subset ('probe'; then the rates, curve and
-    rounds_to_eps are None, and lambda_min only bounds H's from above).
+    rounds_to_eps are None, and by Cauchy interlacing lambda_min is an upper
+    bound of lambda_min(H) on all n points).
   """
   lambda_min: float
   lambda_max: float
@@ -186,7 +189,7 @@ class Prediction:
 
 
 def _num_outputs(config) -> int:
-  """c: output_dim for synthetic targets; every image data set has 10 classes."""
+  """c: output_dim for synthetic targets; the image data sets have 10."""
   return config.output_dim if config.dataset == 'synthetic' else 10
 
 
@@ -212,6 +215,7 @@ def _maps_and_rate(h, client_x, cohorts, steps):
   if cohorts is None:
     m = round_map(h, indices, **steps)
     return m, spectral_radius(m) ** 2
+
   def maps():
     for cohort in cohorts:
       yield round_map(h, [indices[i] for i in cohort], **steps)
