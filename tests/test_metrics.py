@@ -2,10 +2,12 @@
 table, and that a real run writes no metric the table lacks."""
 
 import csv
+import glob
 import os
 import re
 
 import pytest
+import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from test_train import ROOT, train
@@ -129,16 +131,27 @@ def read_events(logdir):
   return acc
 
 
-def test_a_scalar_carries_its_description(tmp_path):
+def test_a_scalar_carries_its_description_once(tmp_path):
   board = recorders.TensorBoardRecorder(str(tmp_path))
-  board.scalars(1, {'train/loss': 0.5, 'lazy/weight_change_rel/hidden_1': 0.1,
-                    'not/in_the_table': 1.0})
+  for step in range(3):
+    board.scalars(step, {'train/loss': 0.5, 'not/in_the_table': 1.0,
+                         'lazy/weight_change_rel/hidden_1': 0.1})
   board.close()
   acc = read_events(str(tmp_path))
   for tag in ('train/loss', 'lazy/weight_change_rel/hidden_1'):
     assert (acc.SummaryMetadata(tag).summary_description
             == metrics.description(tag))
+    assert len(acc.Tensors(tag)) == 3
   assert acc.SummaryMetadata('not/in_the_table').summary_description == ''
+  # TF2 writes the metadata into every event: the description only goes
+  # into a tag's first, which TensorBoard reads.
+  [path] = glob.glob(os.path.join(tmp_path, 'events.out.tfevents.*'))
+  described = [value.tag for record in tf.data.TFRecordDataset(path)
+               for value in tf.compat.v1.Event.FromString(
+                   record.numpy()).summary.value
+               if value.metadata.summary_description]
+  assert sorted(described) == ['lazy/weight_change_rel/hidden_1',
+                               'train/loss']
 
 
 def read_header(path):

@@ -106,12 +106,16 @@ class TensorBoardRecorder:
 
   def __init__(self, logdir: str):
     self._writer = tf.summary.create_file_writer(logdir)
+    self._described = set()
 
   def scalars(self, step: int, values: dict):
-    """Scalars at step; a tag of metrics' table carries its description."""
+    """Scalars at step. A tag of metrics' table carries its description in
+    its first event of this writer only: TensorBoard reads a tag's metadata
+    from its first event, and TF2 writes the metadata into every event."""
     with self._writer.as_default(step=step):
       for tag, value in values.items():
-        row = metrics.find(tag)
+        row = None if tag in self._described else metrics.find(tag)
+        self._described.add(tag)
         tf.summary.scalar(tag, value,
                           description=row.description if row else None)
     self._writer.flush()
