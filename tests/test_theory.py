@@ -1,5 +1,6 @@
 """Tests of tff_localsgd.theory against NumPy float64 and the kit's own step."""
 
+import itertools
 import json
 
 import numpy as np
@@ -70,6 +71,26 @@ def test_round_maps_of_sampled_cohorts_follow_local_gd():
   curve = theory.predicted_curve(maps, simulated[0], len(cohorts))
   np.testing.assert_allclose(
       curve, np.sum(simulated ** 2, axis=1) / (2 * len(h)), rtol=1e-12)
+
+
+def test_expected_minibatch_round_is_the_full_batch_map():
+  # Local SGD, B = 2 without replacement, K = 2 independent steps: the mean of
+  # A_xi2 A_xi1 over all pairs of minibatches, averaged over clients.
+  j, _, _ = linear_problem(seed=6)
+  h = j @ j.T
+  lr = 0.5 * min(SIZES) / np.linalg.eigvalsh(h)[-1]
+  expected = np.zeros_like(h)
+  for p, d in zip(np.array(SIZES) / sum(SIZES), clients_of(SIZES)):
+    steps = []
+    for batch in itertools.combinations(d, 2):
+      batch = list(batch)
+      a = np.eye(len(h))
+      a[:, batch] -= (lr / 2) * h[:, batch]
+      steps.append(a)
+    expected += p * np.mean([a2 @ a1 for a1 in steps for a2 in steps], axis=0)
+  m = theory.round_map(h, clients_of(SIZES), lr, 2, 0.6)
+  np.testing.assert_allclose(m, 0.4 * np.eye(len(h)) + 0.6 * expected,
+                             rtol=0, atol=1e-13)
 
 
 def test_predicted_curve_applies_per_round_maps_in_order():
