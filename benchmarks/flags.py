@@ -7,7 +7,12 @@ every bad value gets the same treatment: exit 2, one line naming the flag.
 """
 
 import dataclasses
+import inspect
+import itertools
+import os
+import re
 import sys
+import textwrap
 
 from absl import flags
 
@@ -90,9 +95,79 @@ def exit_bad_input(message: str):
   sys.exit(2)
 
 
+def check_writable_dir(path: str, flag: str):
+  """Exits 2 naming --flag unless `path` is, or can be made, a writable
+  directory: its nearest existing ancestor must be one. Creates nothing."""
+  path = os.path.abspath(os.path.expanduser(path))
+  existing = path
+  while not os.path.lexists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    problem = 'is not a directory'
+  elif os.statvfs(existing).f_flag & os.ST_RDONLY:
+    problem = 'is on a read-only file system'  # even for root
+  elif not os.access(existing, os.W_OK | os.X_OK):
+    problem = 'is not writable'
+  else:
+    return
+  exit_bad_input(f'--{flag}: cannot write {path}: {existing} {problem}')
+
+
 def parse_flags(argv):
-  """absl's flag parser, exiting 2 (not 1) on a malformed flag value."""
+  """absl's flag parser, exiting 2 (not 1) on a malformed flag value, and 0
+  after printing `usage` for --help."""
+  if _HELP_ARGS & set(itertools.takewhile(lambda a: a != '--', argv[1:])):
+    print(usage(argv[0]))
+    sys.exit(0)
   try:
     return FLAGS(argv)
+  except flags.CantOpenFlagFileError as e:
+    # absl's text is 'ERROR:: Unable to open flagfile: <the OSError>'.
+    exit_bad_input('--flagfile: ' + str(e).split('flagfile: ', 1)[-1])
   except flags.Error as e:
     exit_bad_input(str(e))
+
+
+# absl's --help lists only the flags defined in the binary's own file.
+_HELP_ARGS = {'-h', '-?', '--help', '-help', '--helpshort', '-helpshort'}
+# In ExperimentConfig's body, a section is a comment line such as '# Data.'
+# or '# Execution (see ...)' heading the fields below it.
+_SECTION = re.compile(r'\s+# ([A-Z]\w*)(?:\.| \()')
+_FIELD = re.compile(r'\s+(\w+): \w+ = ')
+
+
+def config_sections() -> list:
+  """[(section, [field names])] in the order of config.py's sections."""
+  names = {f.name for f in dataclasses.fields(config_lib.ExperimentConfig)}
+  sections = []
+  for line in inspect.getsource(config_lib.ExperimentConfig).splitlines():
+    section, field = _SECTION.match(line), _FIELD.match(line)
+    if section:
+      sections.append((section.group(1).lower(), []))
+    elif field and field.group(1) in names:
+      sections[-1][1].append(field.group(1))
+  return sections
+
+
+def usage(binary: str) -> str:
+  """The binary's docstring, then its flags: the config's by section, then
+  the binary's own (absl files those under the binary's path)."""
+  groups = [(title, [FLAGS[n] for n in names if n in FLAGS])
+            for title, names in config_sections()]
+  own = sorted(FLAGS.get_flags_for_module(binary), key=lambda f: f.name)
+  main = sys.modules['__main__']
+  groups.append((getattr(main.__spec__, 'name', binary), own))
+  lines = [(main.__doc__ or '').strip(), '']
+  for title, members in groups:
+    if members:
+      lines += [f'{title}:'] + [_describe(f) for f in members] + ['']
+  lines.append('--flagfile=FILE reads flags from FILE, one per line;\n'
+               '--helpfull lists every flag, absl\'s and TensorFlow\'s too.')
+  return '\n'.join(lines)
+
+
+def _describe(flag) -> str:
+  name = f'--[no]{flag.name}' if flag.boolean else f'--{flag.name}'
+  help_text = ' '.join(flag.help.split())  # multi flags add a line of their own
+  return textwrap.fill(f'{name}: {help_text} (default: {flag.default_as_str})',
+                       width=80, initial_indent='  ', subsequent_indent='    ')

@@ -82,6 +82,7 @@ def main(argv):
     flag_defs.exit_bad_input(f'unexpected arguments {argv[1:]}')
   if not FLAGS.out:
     flag_defs.exit_bad_input('--out: the suite directory is required')
+  flag_defs.check_writable_dir(FLAGS.out, 'out')
   if FLAGS.parallel < 1:
     flag_defs.exit_bad_input('--parallel: must be >= 1')
   known = {s.name for s in suite_lib.suite(FLAGS.preset)}

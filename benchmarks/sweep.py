@@ -100,6 +100,7 @@ def main(argv):
     trials, sweep_dir = plan()
   except config_lib.ConfigError as e:
     flag_defs.exit_bad_input(str(e))
+  flag_defs.check_writable_dir(sweep_dir, 'root_dir')
   logging.info('sweep %s: %d trials, %d at a time', sweep_dir, len(trials),
                FLAGS.parallel)
   try:

@@ -74,6 +74,7 @@ def main(argv):
   stop = threading.Event()
   _stop_gracefully(stop)
   config = flag_defs.config_from_flags()
+  flag_defs.check_writable_dir(config.root_dir, 'root_dir')
   out = training.run_dir(config)
   try:
     experiment = training.Experiment.prepare(config)
