@@ -113,6 +113,14 @@ def check_writable_dir(path: str, flag: str):
   exit_bad_input(f'--{flag}: cannot write {path}: {existing} {problem}')
 
 
+# absl's --help lists only the flags defined in the binary's own file.
+_HELP_ARGS = {'-h', '-?', '--help', '-help', '--helpshort', '-helpshort'}
+# In ExperimentConfig's body, a section is a comment line such as '# Data.'
+# or '# Execution (see ...)' heading the fields below it.
+_SECTION = re.compile(r'\s+# ([A-Z]\w*)(?:\.| \()')
+_FIELD = re.compile(r'\s+(\w+): \w+ = ')
+
+
 def parse_flags(argv):
   """absl's flag parser, exiting 2 (not 1) on a malformed flag value, and 0
   after printing `usage` for --help."""
@@ -126,14 +134,6 @@ def parse_flags(argv):
     exit_bad_input('--flagfile: ' + str(e).split('flagfile: ', 1)[-1])
   except flags.Error as e:
     exit_bad_input(str(e))
-
-
-# absl's --help lists only the flags defined in the binary's own file.
-_HELP_ARGS = {'-h', '-?', '--help', '-help', '--helpshort', '-helpshort'}
-# In ExperimentConfig's body, a section is a comment line such as '# Data.'
-# or '# Execution (see ...)' heading the fields below it.
-_SECTION = re.compile(r'\s+# ([A-Z]\w*)(?:\.| \()')
-_FIELD = re.compile(r'\s+(\w+): \w+ = ')
 
 
 def config_sections() -> list:
