@@ -1,5 +1,7 @@
 """The diagnostic TFF computations against the ordinary round and NumPy."""
 
+import types
+
 import numpy as np
 import pytest
 
@@ -18,9 +20,13 @@ def engine():
 
 
 def build_all(config):
+  """(spec, proc, the diagnostic computations under one name)."""
   spec, proc = build(config)
-  return spec, proc, diagnostic_process.DiagnosticComputations(proc, config,
-                                                               (D,))
+  lockstep = diagnostic_process.Lockstep(proc, config)
+  model = diagnostic_process.ModelMeasures(proc, config, (D,))
+  return spec, proc, types.SimpleNamespace(
+      lockstep_next=lockstep.next, spectral_norms=model.spectral_norms,
+      measure_model=model.measure, ntk_gram=model.ntk_gram)
 
 
 def norm(arrays):
@@ -155,7 +161,8 @@ def test_measured_round_is_the_ordinary_round_plus_grad_diff_vs_start():
   clients = make_clients()
   weights = proc.initialize()
   plain, _ = proc.next(weights, round_data(clients, 0))
-  measured, metrics = proc.next_measured(weights, round_data(clients, 0))
+  measured, metrics = diagnostic_process.measured_round(proc)(
+      weights, round_data(clients, 0))
   for a, b in zip(plain, measured):
     np.testing.assert_array_equal(a, b)
   _, _, vs_start = numpy_drift(weights, clients,

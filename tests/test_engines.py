@@ -2,7 +2,6 @@
 must give the same results."""
 
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from tff_localsgd import config as config_lib
 from tff_localsgd import diagnostic_process
 from tff_localsgd import engines
 from tff_localsgd import recorders
+from tff_localsgd import rundir
 from tff_localsgd import training
 from tff_localsgd.engines import inprocess
 from tff_localsgd.engines import native
@@ -21,11 +21,13 @@ ROUNDS = 3
 
 
 def run_rounds(proc, clients, cohort=None):
-  """R rounds of next, then next_measured and evaluate: all Python values."""
+  """R rounds of next, then the measured round and evaluate: all Python
+  values."""
   weights = proc.initialize()
   for t in range(ROUNDS):
     weights, metrics = proc.next(weights, round_data(clients, t)[:cohort])
-  _, measured = proc.next_measured(weights, round_data(clients, ROUNDS))
+  _, measured = diagnostic_process.measured_round(proc)(
+      weights, round_data(clients, ROUNDS))
   return weights, metrics, measured, proc.evaluate(weights,
                                                    round_data(clients, 0))
 
@@ -75,14 +77,14 @@ def test_measure_model_runs_in_process_and_equals_native():
   # has a MapReduceForm: the in-process engine must not send it to the worker.
   config = make_config()
   spec, proc = build(config)
-  diag = diagnostic_process.DiagnosticComputations(proc, config, (D,))
+  diag = diagnostic_process.ModelMeasures(proc, config, (D,))
   clients = round_data(make_clients(), 0)
   probe = np.concatenate([c['x'] for c in clients])[:6]
 
   def measure(weights):
-    return diag.measure_model(weights, spec.initial_weights,
-                              diag.spectral_norms(spec.initial_weights),
-                              probe, clients)
+    return diag.measure(weights, spec.initial_weights,
+                        diag.spectral_norms(spec.initial_weights),
+                        probe, clients)
 
   with native.native_engine():
     weights, _ = proc.next(proc.initialize(), clients)
@@ -91,7 +93,7 @@ def test_measure_model_runs_in_process_and_equals_native():
     got = measure(weights)
     ran_here = {str(comp.type_signature) for comp, runner in
                 context._compiled.values() if runner is not None}
-  assert str(diag._measure_model.type_signature) in ran_here
+  assert str(diag._measure.type_signature) in ran_here
   assert list(got) == list(want)
   assert float(want['weight_change_rel']) > 0 and float(want['grad_norm']) > 0
   for name in want:
@@ -110,10 +112,10 @@ def test_training_on_either_engine_gives_the_same_run(tmp_path, partition):
   rows = {}
   for engine in ('native', 'inprocess'):
     config = dataclasses.replace(base, engine=engine, experiment=engine)
-    summary = training.run(training.Experiment.prepare(config))
+    summary = training.run(training.Setup.prepare(config))
     assert summary['status'] == 'completed'
     rows[engine] = recorders.read_metrics(
-        os.path.join(training.run_dir(config), 'metrics.csv'))
+        rundir.RunDir(config).file(rundir.METRICS_CSV))
   assert len(rows['native']) == len(rows['inprocess']) == base.rounds + 1
   for want, got in zip(rows['native'], rows['inprocess']):
     for column, value in want.items():

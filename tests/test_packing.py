@@ -17,6 +17,7 @@ import tensorflow_federated as tff
 import test_process
 from test_process import C, D
 from tff_localsgd import config as config_lib
+from tff_localsgd import diagnostic_process
 from tff_localsgd import local_update
 from tff_localsgd import models
 from tff_localsgd import packing
@@ -131,7 +132,7 @@ def _packed_local(spec, config, clients, seeds, jit=False):
 
   @tf.function
   def run(weights, data):
-    return packing.local_steps_update(
+    return packing.pack_local_steps(
         spec, config.loss, weights, data, lr=config.lr,
         local_steps=config.local_steps, batch_size=config.batch_size,
         full_batch=config.algorithm == 'local_gd', jit=jit)
@@ -215,8 +216,10 @@ def test_packed_round_is_the_unpacked_round(case):
     data = cohort_data(clients, cohort, t)
     assert len(packed.pack(data)) == -(-len(cohort) // pack)
     # The measured round first: it moves the weights as next does.
-    _, want_measured = unpacked.next_measured(want, data)
-    _, got_measured = packed.next_measured(got, packed.pack(data))
+    _, want_measured = diagnostic_process.measured_round(unpacked)(
+        want, data)
+    _, got_measured = diagnostic_process.measured_round(packed)(
+        got, packed.pack(data))
     previous = want
     want, want_metrics = unpacked.next(want, data)
     got, got_metrics = packed.next(got, packed.pack(data))
@@ -267,7 +270,7 @@ def test_training_run_with_packs_equals_unpacked(tmp_path):
               root_dir=str(tmp_path))
   results = {}
   for pack in (1, 3):
-    experiment = training.Experiment.prepare(config_lib.ExperimentConfig(
+    experiment = training.Setup.prepare(config_lib.ExperimentConfig(
         **base, clients_per_pack=pack, experiment=f'p{pack}'))
     sizes = experiment.data.client_sizes
     summary = training.run(experiment)

@@ -191,7 +191,7 @@ def _layer_input(layers, zs, i, x):
 
 
 def ntk_gram(layers, weights, trainable_indices, probe_x):
-  """Empirical NTK H [P, P] on the probe inputs, over the trainable layers.
+  """Empirical NTK H [n_probe, n_probe] on the probe inputs, over the trainable layers.
 
   f(x) = sum of the network's outputs. Dense layers use the outer-product
   identity (module doc), so no per-example Jacobian is ever formed: D_l is

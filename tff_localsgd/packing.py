@@ -34,7 +34,6 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from tff_localsgd import diagnostics
 from tff_localsgd import local_update
 
 # Sort key of padding: larger than every uniform key in [0, 1), so padding
@@ -92,13 +91,13 @@ def stack(tensor, pack_size):
   return tf.broadcast_to(tensor, tf.concat([[pack_size], tf.shape(tensor)], 0))
 
 
-def local_steps_update(spec, loss: str, weights, data, *, lr: float,
-                       local_steps: int, batch_size: int, full_batch: bool,
-                       jit: bool = False):
+def pack_local_steps(spec, loss: str, weights, data, *, lr: float,
+                     local_steps: int, batch_size: int, full_batch: bool,
+                     jit: bool = False):
   """K local steps of every client of a pack, from the broadcast `weights`.
 
   Returns (w_i^{t,K} trainable, stacked [P, ...]; the loss f_i of step K - 1,
-  float32[P]), the stacked local_update.local_steps_update.
+  float32[P]), local_update.local_steps_update for every member.
   """
   x, y = data['x'], data['y']
   num_examples, seeds = data['num_examples'], data['seed']
@@ -126,25 +125,21 @@ def pack_mean(values, weights):
   return tf.tensordot(p, values, axes=1)
 
 
-def client_work(spec, loss: str, weights, data, *, measured: bool, **steps):
-  """(weights, Pack) -> <delta, num_examples, local_loss[, grad_diff_vs_start]>
+def pack_work(spec, loss: str, weights, data, *, measure=None, **step_args):
+  """(weights, Pack) -> <delta, num_examples, local_loss, ...>
 
-  The pack's n_i-weighted means (module doc); `steps` are local_steps_update's
-  keyword arguments.
+  The pack's n_i-weighted means (module doc); `step_args` are pack_local_steps'
+  keyword arguments; `measure(weights, data, local)` adds its measurements
+  of the stacked local models.
   """
-  local, last_loss = local_steps_update(spec, loss, weights, data, **steps)
+  local, last_loss = pack_local_steps(spec, loss, weights, data,
+                                      **step_args)
   n = tf.cast(data['num_examples'], tf.float32)
   out = collections.OrderedDict(
       delta=tuple(pack_mean(w - w0, n)
                   for w, w0 in zip(local, spec.trainable(weights))),
       num_examples=tf.reduce_sum(n),
       local_loss=pack_mean(last_loss, n))
-  if measured:
-    # ||grad F_i(w_i^{t,K}) - grad F_i(w^t)|| per member, on its n_i examples.
-    x = data['x']
-    start = [stack(w, tf.shape(x)[0]) for w in spec.trainable(weights)]
-    out['grad_diff_vs_start'] = pack_mean(diagnostics.gradient_difference(
-        spec.layers, loss, spec.with_trainable(weights, local),
-        spec.with_trainable(weights, start), spec.trainable_indices, x,
-        data['y'], example_mask(data['num_examples'], tf.shape(x)[1])), n)
+  if measure is not None:
+    out.update(measure(weights, data, local))
   return out

@@ -14,7 +14,11 @@ With server_lr = 1 this is FedAvg's weighted average of the local models.
 `evaluate` computes the global objective F(w) = sum_i p_i F_i(w) over
 whichever clients it is given (all of them, for train/loss).
 
-With config.clients_per_pack = P > 1, `next` and `next_measured` take packs
+`round_with(measure)` is the same round with a measurement of each client's
+local models w_i^{t,K} averaged beside the delta (the diagnostics' measured
+round); `next` is `round_with()`.
+
+With config.clients_per_pack = P > 1, the rounds take packs
 of P clients (packing.py; `pack` makes them from client values) instead of
 clients, and each pack returns the n_i-weighted mean of its clients' deltas
 with weight sum n_i, so the round computes the same w^{t+1}. `evaluate` and
@@ -28,7 +32,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_localsgd import diagnostics
 from tff_localsgd import local_update
 from tff_localsgd import models
 from tff_localsgd import packing
@@ -75,7 +78,7 @@ class LocalSGDProcess:
 
   def __init__(self, spec: models.ModelSpec, config, input_shape,
                output_dim: int):
-    self.spec = spec
+    self.spec, self.config = spec, config
     w_type = weights_type(spec.initial_weights)
     delta_type = weights_type(spec.trainable(spec.initial_weights))
     d_type = client_data_type(input_shape, output_dim)
@@ -87,7 +90,7 @@ class LocalSGDProcess:
     packed = config.clients_per_pack > 1
     # The data type of the round's clients: packs or single clients.
     work_type = pack_data_type(input_shape, output_dim) if packed else d_type
-    steps = dict(lr=lr, local_steps=config.local_steps,
+    step_args = dict(lr=lr, local_steps=config.local_steps,
                  batch_size=config.batch_size, full_batch=full_batch,
                  jit=config.jit)
 
@@ -95,31 +98,21 @@ class LocalSGDProcess:
     def initial_weights():
       return tuple(tf.constant(w) for w in initial)
 
-    def local_work(weights, data, measured=False):
+    def local_work(weights, data, measure=None):
+      """K local steps of a client (or pack); `measure(weights, data, local)`,
+      if given, adds its measurements of the local models to the output."""
       if packed:
-        return packing.client_work(spec, loss, weights, data,
-                                   measured=measured, **steps)
+        return packing.pack_work(spec, loss, weights, data,
+                                 measure=measure, **step_args)
       delta, last_loss = local_update.local_steps_update(
-          spec, loss, weights, data['x'], data['y'], data['seed'], **steps)
+          spec, loss, weights, data['x'], data['y'], data['seed'], **step_args)
       n = tf.cast(tf.shape(data['x'])[0], tf.float32)
       out = collections.OrderedDict(
           delta=tuple(delta), num_examples=n, local_loss=last_loss)
-      if measured:
+      if measure is not None:
         local = [w + d for w, d in zip(spec.trainable(weights), delta)]
-        out['grad_diff_vs_start'] = diagnostics.gradient_difference(
-            spec.layers, loss, spec.with_trainable(weights, local), weights,
-            spec.trainable_indices, data['x'], data['y'])
+        out.update(measure(weights, data, local))
       return out
-
-    @tff.tensorflow.computation(w_type, work_type)
-    def client_work(weights, data):
-      """(weights, ClientData or Pack) -> <delta, num_examples, local_loss>"""
-      return local_work(weights, data)
-
-    @tff.tensorflow.computation(w_type, work_type)
-    def client_work_measured(weights, data):
-      """(weights, ClientData or Pack) -> <delta, num_examples, local_loss, grad_diff_vs_start>"""
-      return local_work(weights, data, measured=True)
 
     @tff.tensorflow.computation(w_type, delta_type)
     def server_update(weights, delta):
@@ -148,19 +141,37 @@ class LocalSGDProcess:
       """( -> weights@SERVER): w^0, drawn by the Keras model."""
       return tff.federated_eval(initial_weights, tff.SERVER)
 
-    def round_fn(work, metric_names):
+    def round_with(measure=None):
+      """The round; with `measure`, also the p-weighted mean of what it
+      measures on each client's local models (local_work's hook)."""
+      @tff.tensorflow.computation(w_type, work_type)
+      def client_work(weights, data):
+        """(weights, ClientData or Pack) -> <delta, num_examples, local_loss, ...>"""
+        return local_work(weights, data, measure)
+
+      names = [name for name, _ in
+               tff.structure.iter_elements(client_work.type_signature.result)
+               if name not in ('delta', 'num_examples')]
+
       @tff.federated_computation(server_w, clients_work)
       def next_fn(weights, data):
         """(<weights@SERVER, {ClientData or Pack}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)"""
         broadcast = tff.federated_broadcast(weights)
-        out = tff.federated_map(work, (broadcast, data))
+        out = tff.federated_map(client_work, (broadcast, data))
         delta = tff.federated_mean(out.delta, weight=out.num_examples)
         new_weights = tff.federated_map(server_update, (weights, delta))
         metrics = collections.OrderedDict(
             (name, tff.federated_mean(getattr(out, name),
                                       weight=out.num_examples))
-            for name in metric_names)
+            for name in names)
         return new_weights, tff.federated_zip(metrics)
+      if config.jit:
+        # The XLA tf.functions traced into client_work stay registered in
+        # this process's eager context until collected, and TensorFlow
+        # refuses to import TFF's serialized copy of one (its attributes
+        # differ) under the same name: the in-process engine failed so with
+        # P = 1. Collecting them now drops those registrations.
+        gc.collect()
       return next_fn
 
     @tff.federated_computation(server_w, clients_d)
@@ -171,19 +182,8 @@ class LocalSGDProcess:
       return tff.federated_sum(out)
 
     self.iterative_process = tff.templates.IterativeProcess(
-        initialize, round_fn(client_work, ['local_loss']))
-    # The same round, also measuring drift/grad_diff_vs_start: for rounds
-    # with diagnostics when the lockstep round is off.
-    self.next_measured = round_fn(client_work_measured,
-                                  ['local_loss', 'grad_diff_vs_start'])
-    if config.jit:
-      # The XLA tf.functions traced into the computations above stay
-      # registered in this process's eager context until collected, and
-      # TensorFlow refuses to import TFF's serialized copy of one (its
-      # attributes differ) under the same name: the in-process engine failed
-      # so with P = 1. Collecting them now drops those registrations.
-      gc.collect()
-    self.client_work = client_work
+        initialize, round_with())
+    self.round_with = round_with
     self.evaluate = evaluate
     self.server_update = server_update
     self.weights_type = w_type
