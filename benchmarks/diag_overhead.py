@@ -42,12 +42,11 @@ FLAGS = flags.FLAGS
 
 
 def seconds_per_round(config) -> float:
-  training.run(training.Experiment.prepare(config))
-  rows = recorders.read_metrics(os.path.join(training.run_dir(config),
-                                             'metrics.csv'))
-  times = [float(r['system_round_time_s']) + float(r.get('system_diag_time_s')
-                                                    or 0.0)
-           for r in rows[2:]]
+  """The median time of rounds 2.. (round 1 traces), diagnostics included."""
+  times = [sum(result.timings.get(f'system/{k}', 0.0)
+               for k in ('round_time_s', 'diag_time_s'))
+           for result in training.RecordedRun(training.Setup.prepare(config))
+           if result.round >= 2]
   return statistics.median(times)
 
 

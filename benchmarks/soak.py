@@ -55,9 +55,9 @@ MB = 2**20
 class Sampler(threading.Thread):
   """Samples rounds done, RSS and open fds of us and the TFF worker."""
 
-  def __init__(self, metrics_csv: str, every_s: float):
+  def __init__(self, every_s: float):
     super().__init__(daemon=True, name='soak-sampler')
-    self.metrics_csv = metrics_csv
+    self.rounds_done = 0  # set by the run loop's consumer
     self.every_s = every_s
     self.samples = []
     self.worker_peak_rss = None
@@ -77,16 +77,9 @@ class Sampler(threading.Thread):
         pass
     return found
 
-  def _rounds_done(self) -> int:
-    try:
-      with open(self.metrics_csv) as f:
-        return max(sum(1 for _ in f) - 2, 0)  # header and round 0
-    except OSError:
-      return 0
-
   def sample(self):
     row = dict(t_s=round(time.monotonic() - self._start, 1),
-               rounds=self._rounds_done(),
+               rounds=self.rounds_done,
                driver_rss_mb=self._me.memory_info().rss / MB,
                driver_fds=self._me.num_fds(),
                driver_threads=self._me.num_threads())
@@ -116,18 +109,14 @@ def _median(values):
   return statistics.median(values) if values else float('nan')
 
 
-def round_times(rows, diag_every):
-  """(round -> round time, plain-round median near each round of interest)."""
-  times = {int(r['round']): float(r['system_round_time_s'])
-           for r in rows if r.get('system_round_time_s')}
-  def plain_median(lo, hi):
-    return _median([times[t] for t in range(lo, hi + 1) if t in times and not
-                    (diag_every and t % diag_every == 0)])
-  return times, plain_median
+def plain_median(times, diag_every, lo, hi):
+  """The median time of rounds lo..hi without diagnostics."""
+  return _median([times[t] for t in range(lo, hi + 1) if t in times and not
+                  (diag_every and t % diag_every == 0)])
 
 
-def report(config, sampler, summary, rows, wall_s, local=()):
-  times, plain_median = round_times(rows, config.diag_every)
+def report(config, sampler, summary, times, wall_s, local=()):
+  """(result dict, Markdown) of the soak; times: {round: round time}."""
   last = config.rounds
   marks = [t for t in (100, last) if t in times]
   s = sampler.samples
@@ -149,7 +138,9 @@ def report(config, sampler, summary, rows, wall_s, local=()):
       driver_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
       / 1024, worker_peak_rss_mb=(sampler.worker_peak_rss or 0) / MB,
       round_time_s={t: times[t] for t in marks},
-      plain_round_median_s={t: plain_median(max(1, t - 19), t) for t in marks},
+      plain_round_median_s={t: plain_median(times, config.diag_every,
+                                            max(1, t - 19), t)
+                            for t in marks},
       diag_round_median_s={t: _median([times[r] for r in range(max(1, t - 99),
                                                               t + 1)
                                        if config.diag_every and
@@ -227,21 +218,25 @@ def _soak(config, local):
     if not FLAGS['root_dir'].present:
       config = dataclasses.replace(config, root_dir=root)
     try:
-      experiment = training.Experiment.prepare(config)
+      setup = training.Setup.prepare(config)
     except (config_lib.ConfigError, data_lib.DataUnavailableError) as e:
       flag_defs.exit_bad_input(str(e))
-    metrics_csv = os.path.join(training.run_dir(config), 'metrics.csv')
-    sampler = Sampler(metrics_csv, FLAGS.sample_every_s)
+    sampler = Sampler(FLAGS.sample_every_s)
     sampler.start()
     start = time.monotonic()
+    recorded = training.RecordedRun(setup)
+    times = {}  # round -> its time, rounds 1..T
     try:
-      summary = training.run(experiment)
+      for result in recorded:
+        sampler.rounds_done = result.round
+        if result.round:
+          times[result.round] = result.timings['system/round_time_s']
     finally:
       sampler.sample()
       sampler.stop()
     wall_s = time.monotonic() - start
-    rows = recorders.read_metrics(metrics_csv)
-  result, markdown = report(config, sampler, summary, rows, wall_s, local)
+    summary = recorded.summary
+  result, markdown = report(config, sampler, summary, times, wall_s, local)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   recorders.atomic_write(FLAGS.out, markdown)
   recorders.write_json(os.path.splitext(FLAGS.out)[0] + '.json', result)

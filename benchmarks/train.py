@@ -4,14 +4,12 @@
   python -m benchmarks.train --flagfile=benchmarks/configs/wide_mlp.cfg
 
 Writes <root_dir>/<experiment>/: TensorBoard events, metrics.csv,
-config.json, summary.json, checkpoints/ (see tff_localsgd/training.py).
+config.json, summary.json, checkpoints/ (see tff_localsgd/rundir.py).
+A second process on the same directory exits 2 naming the first one's pid.
 Rerunning the same command resumes from the last checkpoint; SIGINT or
 SIGTERM stops after the current round with a checkpoint.
 """
 
-import dataclasses
-import os
-import shutil
 import signal
 import threading
 
@@ -24,6 +22,7 @@ from benchmarks import flags as flag_defs
 from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
 from tff_localsgd import recorders
+from tff_localsgd import rundir
 from tff_localsgd import training
 from tff_localsgd.engines import remote
 
@@ -45,27 +44,26 @@ def _stop_gracefully(stop: threading.Event):
     signal.signal(sig, handler)
 
 
-def _existing_run(out: str, config) -> str:
-  """'new', 'resume' or 'completed' for the run directory `out`.
+def _prepare(config):
+  """(Setup, RunDir locked by this process, its state), or exit 2.
 
-  Raises ConfigError if it holds a run of different flags: it is never
-  silently overwritten.
+  Checks everything before anything is written: flags, data, another
+  process on the run directory, a run of other flags in it, the workers.
   """
-  if not (os.path.isdir(out) and os.listdir(out)):
-    return 'new'
-  recorded = recorders.read_json(os.path.join(out, 'config.json'))
-  current = dataclasses.asdict(config)
-  for field in config_lib.EXECUTION_FIELDS:
-    current.pop(field)
-    (recorded or {}).pop(field, None)
-  if recorded != current:
-    diff = sorted(k for k in set(current) | set(recorded or {})
-                  if (recorded or {}).get(k) != current.get(k))
-    raise config_lib.ConfigError(
-        'experiment', f'{out} holds a run with other flags ({", ".join(diff) or "no config.json"}); '
-        'choose another --experiment or pass --overwrite')
-  summary = recorders.read_json(os.path.join(out, 'summary.json')) or {}
-  return 'completed' if summary.get('status') == 'completed' else 'resume'
+  run_dir = rundir.RunDir(config)
+  try:
+    setup = training.Setup.prepare(config)
+    if config.engine == 'remote':
+      # Before anything is written: an unreachable worker is bad input.
+      for channel in remote.check_workers(config.workers.split(',')):
+        channel.close()
+    run_dir.lock()
+    state = 'new' if flags.FLAGS.overwrite else run_dir.state()
+  except (config_lib.ConfigError, data_lib.DataUnavailableError,
+          remote.WorkerUnreachableError) as e:
+    run_dir.close()
+    flag_defs.exit_bad_input(str(e))
+  return setup, run_dir, state
 
 
 def main(argv):
@@ -75,31 +73,23 @@ def main(argv):
   _stop_gracefully(stop)
   config = flag_defs.config_from_flags()
   flag_defs.check_writable_dir(config.root_dir, 'root_dir')
-  out = training.run_dir(config)
-  try:
-    experiment = training.Experiment.prepare(config)
-    state = 'new' if flags.FLAGS.overwrite else _existing_run(out, config)
-    if config.engine == 'remote':
-      # Before anything is written: an unreachable worker is bad input.
-      for channel in remote.check_workers(config.workers.split(',')):
-        channel.close()
-  except (config_lib.ConfigError, data_lib.DataUnavailableError,
-          remote.WorkerUnreachableError) as e:
-    flag_defs.exit_bad_input(str(e))
+  setup, run_dir, state = _prepare(config)
   if state == 'completed':
+    run_dir.close()
     logging.info('%s already completed; nothing to do (--overwrite reruns it)',
-                 out)
+                 run_dir.path)
     return 0
   if flags.FLAGS.overwrite:
-    shutil.rmtree(out, ignore_errors=True)
+    run_dir.clear()
   try:
-    summary = training.run(experiment, stop=stop)
+    summary = training.run(setup, stop=stop, run_dir=run_dir)
   except (recorders.CheckpointError, remote.WorkerUnreachableError) as e:
     flag_defs.exit_bad_input(str(e))
   logging.info('%s: %s after %d rounds, train/loss %s, %.1f s; results in %s',
                config.experiment, summary['status'],
                summary['rounds_completed'],
-               summary['final'].get('train/loss'), summary['wall_time_s'], out)
+               summary['final'].get('train/loss'), summary['wall_time_s'],
+               run_dir.path)
   return {'completed': 0, 'diverged': 3}.get(summary['status'], 130)
 
 

@@ -13,14 +13,14 @@ def test_wide_network_reaches_small_loss(tmp_path):
       width=2048, depth=1, algorithm='local_gd', local_steps=10,
       lr_scale='width', client_lr=4.0, rounds=25, eval_every=5,
       root_dir=str(tmp_path), experiment='wide')
-  summary = training.run(training.Experiment.prepare(config))
+  run = training.RecordedRun(training.Setup.prepare(config))
+  losses = [r.metrics['train/loss'] for r in run if 'train/loss' in r.metrics]
+  summary = run.summary
   assert summary['status'] == 'completed'
   initial = summary['initial']['train/loss']
   final = summary['final']['train/loss']
   assert final < 1e-3 * initial, (initial, final)
   # Geometric decay: the loss falls at every evaluation, each time by a factor.
-  rows = training.recorders.read_metrics(tmp_path / 'wide' / 'metrics.csv')
-  losses = [float(r['train_loss']) for r in rows if r['train_loss']]
   assert len(losses) == 6
   ratios = [b / a for a, b in zip(losses, losses[1:])]
   assert all(0 < r < 0.7 for r in ratios), ratios

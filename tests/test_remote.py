@@ -42,7 +42,7 @@ def workers():
 def run(tmp_path, name, **fields):
   config = config_lib.ExperimentConfig(**{**SMALL, **fields},
                                        root_dir=str(tmp_path), experiment=name)
-  return training.run(training.Experiment.prepare(config))
+  return training.run(training.Setup.prepare(config))
 
 
 def addresses(workers):
