@@ -21,12 +21,13 @@ def test_mlp_forward_equals_keras(depth, train_layers):
   spec = models.build_mlp(7, 3, width=48, depth=depth,
                           train_layers=train_layers, seed=2)
   x = ref.unit_rows(np.random.default_rng(0), 20, 7)
+  keras = models.keras_mlp(7, 3, width=48, depth=depth, seed=2)
   got = models.forward(spec.layers, spec.initial_weights, x).numpy()
-  want = spec.keras_model(x).numpy()
+  want = keras(x).numpy()
   assert got.shape == (20, 3)
   assert_close_rel(got, want, 1e-6)
   # The Keras model really holds w^0 (the forward is not trivially both 0).
-  for w, kw in zip(spec.initial_weights, spec.keras_model.weights):
+  for w, kw in zip(spec.initial_weights, keras.weights):
     np.testing.assert_array_equal(w, kw.numpy())
 
 
@@ -36,7 +37,7 @@ def test_cnn_forward_equals_keras():
       (3, 3, 1, 6), (3, 3, 6, 12), (4 * 4 * 12, 4)]
   x = np.random.default_rng(1).random((5, 8, 8, 1)).astype(np.float32)
   got = models.forward(spec.layers, spec.initial_weights, x).numpy()
-  want = spec.keras_model(x).numpy()
+  want = models.keras_cnn((8, 8, 1), 4, width=6, seed=1)(x).numpy()
   assert got.shape == (5, 4)
   assert_close_rel(got, want, 1e-6)
 
@@ -48,7 +49,8 @@ def test_cnn_forward_uses_the_given_weights():
   doubled = tuple(2 * w for w in spec.initial_weights)
   # No biases and positively homogeneous ReLUs: f(2w) = 2^3 f(w).
   assert_close_rel(models.forward(spec.layers, doubled, x).numpy(),
-                   8 * spec.keras_model(x).numpy(), 1e-6)
+                   8 * models.keras_cnn((8, 8, 1), 2, width=4,
+                                        seed=0)(x).numpy(), 1e-6)
 
 
 # Initialization.
@@ -111,7 +113,6 @@ def test_depth_and_trainable_layers(depth):
     shapes = [w.shape for w in spec.initial_weights]
     assert len(shapes) == depth + 2 == len(spec.layers)
     assert shapes == [(d, m)] + [(m, m)] * depth + [(m, c)]
-    assert spec.hidden_indices == tuple(range(depth + 1))
     assert [l.activation for l in spec.layers] == ['relu'] * (depth + 1) + [
         'none']
   assert full.trainable_indices == tuple(range(depth + 2))

@@ -41,16 +41,10 @@ class ModelSpec:
   """A network as data: its layers and its initial weights w^0."""
   layers: tuple  # of Layer
   initial_weights: tuple  # of np.ndarray, one per layer
-  keras_model: tf.keras.Model
 
   @property
   def trainable_indices(self) -> tuple:
     return tuple(i for i, l in enumerate(self.layers) if l.trainable)
-
-  @property
-  def hidden_indices(self) -> tuple:
-    """Layers whose output goes through a ReLU (carry activation patterns)."""
-    return tuple(i for i, l in enumerate(self.layers) if l.activation == 'relu')
 
   def trainable(self, weights) -> tuple:
     return tuple(weights[i] for i in self.trainable_indices)
@@ -130,38 +124,48 @@ def _dense(units, stddev, activation, name, seed):
           stddev=stddev, seed=seed))
 
 
-def build_mlp(input_dim: int, output_dim: int, *, width: int, depth: int,
-              train_layers: str = 'all', activation: str = 'relu',
-              seed: int = 0) -> ModelSpec:
-  """The AZLS ReLU MLP: A (d x m), W_1..W_L (m x m), B (m x c); see module doc."""
+def _mlp_names(depth: int) -> list:
+  return ['input'] + [f'hidden_{l}' for l in range(1, depth + 1)] + ['output']
+
+
+def keras_mlp(input_dim: int, output_dim: int, *, width: int, depth: int,
+              activation: str = 'relu', seed: int = 0) -> tf.keras.Model:
+  """The Keras form of build_mlp's network; its weights are w^0."""
   m = width
   keras_act = 'relu' if activation == 'relu' else None
-  names = ['input'] + [f'hidden_{l}' for l in range(1, depth + 1)] + ['output']
   stds = [math.sqrt(2.0 / m)] * (depth + 1) + [math.sqrt(1.0 / output_dim)]
   units = [m] * (depth + 1) + [output_dim]
   acts = [keras_act] * (depth + 1) + [None]
   keras_layers = [tf.keras.Input(shape=(input_dim,))]
-  for i, (name, std, u, act) in enumerate(zip(names, stds, units, acts)):
+  for i, (name, std, u, act) in enumerate(zip(_mlp_names(depth), stds, units,
+                                              acts)):
     keras_layers.append(_dense(u, std, act, name, seed * 1000 + i))
-  model = tf.keras.Sequential(keras_layers)
+  return tf.keras.Sequential(keras_layers)
+
+
+def build_mlp(input_dim: int, output_dim: int, *, width: int, depth: int,
+              train_layers: str = 'all', activation: str = 'relu',
+              seed: int = 0) -> ModelSpec:
+  """The AZLS ReLU MLP: A (d x m), W_1..W_L (m x m), B (m x c); see module doc."""
+  model = keras_mlp(input_dim, output_dim, width=width, depth=depth,
+                    activation=activation, seed=seed)
   layers = []
-  for i, name in enumerate(names):
+  for i, name in enumerate(_mlp_names(depth)):
     hidden = 0 < i <= depth
     layers.append(Layer(
         kind='dense', name=name,
         activation=activation if i <= depth else 'none',
         trainable=hidden or train_layers == 'all'))
-  weights = tuple(w.numpy() for w in model.weights)
-  return ModelSpec(tuple(layers), weights, model)
+  return ModelSpec(tuple(layers), tuple(w.numpy() for w in model.weights))
 
 
-def build_cnn(input_shape, output_dim: int, *, width: int,
-              seed: int = 0) -> ModelSpec:
-  """Small ReLU conv net: conv(width) -> conv(2 width, stride 2) -> dense(c)."""
+def keras_cnn(input_shape, output_dim: int, *, width: int,
+              seed: int = 0) -> tf.keras.Model:
+  """The Keras form of build_cnn's network; its weights are w^0."""
   def he(i):
     return tf.keras.initializers.VarianceScaling(
         2.0, 'fan_in', 'untruncated_normal', seed=seed * 1000 + i)
-  model = tf.keras.Sequential([
+  return tf.keras.Sequential([
       tf.keras.Input(shape=tuple(input_shape)),
       tf.keras.layers.Conv2D(width, 3, padding='same', activation='relu',
                              use_bias=False, kernel_initializer=he(0),
@@ -175,13 +179,18 @@ def build_cnn(input_shape, output_dim: int, *, width: int,
                                 stddev=math.sqrt(1.0 / output_dim),
                                 seed=seed * 1000 + 2)),
   ])
+
+
+def build_cnn(input_shape, output_dim: int, *, width: int,
+              seed: int = 0) -> ModelSpec:
+  """Small ReLU conv net: conv(width) -> conv(2 width, stride 2) -> dense(c)."""
+  model = keras_cnn(input_shape, output_dim, width=width, seed=seed)
   layers = (
       Layer('conv', 'relu', True, 'conv_1'),
       Layer('conv', 'relu', True, 'conv_2', stride=2),
       Layer('dense', 'none', True, 'output', flatten_input=True),
   )
-  weights = tuple(w.numpy() for w in model.weights)
-  return ModelSpec(layers, weights, model)
+  return ModelSpec(layers, tuple(w.numpy() for w in model.weights))
 
 
 def build_model(config, input_shape, output_dim: int) -> ModelSpec:
