@@ -77,9 +77,8 @@ _DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float,
 def define_config_flags():
   """Defines one flag per ExperimentConfig field."""
   for field in dataclasses.fields(config_lib.ExperimentConfig):
-    kind = {'int': int, 'float': float, 'str': str, 'bool': bool}.get(
-        field.type, field.type)
-    _DEFINE[kind](field.name, field.default, _HELP[field.name])
+    _DEFINE[config_lib.field_type(field.name)](field.name, field.default,
+                                               _HELP[field.name])
 
 
 def config_from_flags() -> config_lib.ExperimentConfig:

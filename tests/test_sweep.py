@@ -149,13 +149,6 @@ def test_parse_grid_errors_name_grid(specs):
   assert e.value.field == 'grid'
 
 
-def test_rounds_to_eps():
-  rows = [{'round': str(t), 'train_loss': loss} for t, loss in
-          enumerate(['2.0', '0.1', '', '0.002', '0.001'])]
-  assert sweep.rounds_to_eps(rows) == 3
-  assert sweep.rounds_to_eps(rows[:3]) is None
-
-
 # Sweeps of real trials.
 
 

@@ -201,3 +201,41 @@ class ExperimentConfig:
                         f'smallest client ({smallest} examples); minibatches '
                         'are sampled without replacement')
     return self
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+
+
+def field_type(name: str) -> type:
+  """The Python type of config field `name`: int, float, str or bool."""
+  kind = FIELDS[name].type
+  # Without `from __future__ import annotations` types are classes; be safe.
+  return {'int': int, 'float': float, 'str': str, 'bool': bool}.get(kind,
+                                                                    kind)
+
+
+def parse_value(name: str, value, where: str = ''):
+  """`value` (a flag string, or already typed) as config field `name`'s type,
+  read as absl reads the flag. Raises ConfigError naming the field."""
+  kind = field_type(name)
+  if not isinstance(value, str):
+    if kind is float and isinstance(value, int) and not isinstance(value,
+                                                                  bool):
+      return float(value)
+    if type(value) is not kind:
+      raise ConfigError(name, f'{value!r} is not a {kind.__name__}{where}')
+    return value
+  text = value.strip()
+  if kind is bool:
+    lowered = text.lower()
+    if lowered not in ('true', 'false', '1', '0'):
+      raise ConfigError(name, f'{value!r} is not a bool (true, false, 1, 0)'
+                        f'{where}')
+    return lowered in ('true', '1')
+  if kind is str:
+    return text
+  try:
+    return kind(text)
+  except ValueError:
+    raise ConfigError(name, f'{value!r} is not a {kind.__name__}{where}') \
+        from None

@@ -29,8 +29,9 @@ if the sweep process is killed outright, the kernel kills its trials
 
 The final/* metrics (also in `sweep_index`):
   final/train_loss          train/loss of the last round (summary.json)
-  final/rounds_to_eps       the first round whose train/loss is <= EPS_REL
-                            times the round-0 loss (metrics.csv); not written
+  final/rounds_to_eps       the first round whose train/loss is <= eps F_0,
+                            F_0 the zero predictor's loss (config.json's eps,
+                            summary.json's zero_predictor_loss); not written
                             when the run never gets there
   final/drift_grad_diff_rel, final/lazy_weight_change_rel,
   final/lazy_activation_flip_frac
@@ -46,7 +47,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -60,10 +60,10 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hp_summary
 
 from tff_localsgd import config as config_lib
+from tff_localsgd import metrics
 from tff_localsgd import recorders
-from tff_localsgd.analysis import fits
+from tff_localsgd import rundir
 
-EPS_REL = 1e-3  # final/rounds_to_eps: train/loss <= EPS_REL * initial loss
 DONE = ('completed', 'diverged')  # a trial in one of these states is skipped
 LOGS = 'logs'
 TRIAL_JSON = 'trial.json'
@@ -130,45 +130,6 @@ class TrialResult:
 # Grid expansion and validation: pure, before anything runs.
 
 
-def _fields() -> dict:
-  return {f.name: f for f in dataclasses.fields(config_lib.ExperimentConfig)}
-
-
-def _field_type(field) -> type:
-  # Without `from __future__ import annotations` types are classes; be safe.
-  return {'int': int, 'float': float, 'str': str, 'bool': bool}.get(
-      field.type, field.type)
-
-
-def convert(name: str, value, where: str = ''):
-  """`value` (a flag string, or already typed) as config field `name`'s type.
-
-  Raises ConfigError naming the field.
-  """
-  kind = _field_type(_fields()[name])
-  if not isinstance(value, str):
-    if kind is float and isinstance(value, int) and not isinstance(value,
-                                                                  bool):
-      return float(value)
-    if type(value) is not kind:
-      raise ConfigError(name, f'{value!r} is not a {kind.__name__}{where}')
-    return value
-  text = value.strip()
-  if kind is bool:
-    lowered = text.lower()
-    if lowered not in ('true', 'false', '1', '0'):
-      raise ConfigError(name, f'{value!r} is not a bool (true, false, 1, 0)'
-                        f'{where}')
-    return lowered in ('true', '1')
-  if kind is str:
-    return text
-  try:
-    return kind(text)
-  except ValueError:
-    raise ConfigError(name, f'{value!r} is not a {kind.__name__}{where}') \
-        from None
-
-
 def flag_value(value) -> str:
   """How `benchmarks.train` reads `value` back exactly."""
   if isinstance(value, bool):
@@ -204,7 +165,7 @@ def _name_part(text: str) -> str:
 
 def _check_grid(grid: dict, seeds) -> dict:
   """The grid with typed values; ConfigError on a bad key or value."""
-  fields = _fields()
+  fields = config_lib.FIELDS
   typed = {}
   for key, values in grid.items():
     if key not in fields:
@@ -216,7 +177,7 @@ def _check_grid(grid: dict, seeds) -> dict:
                         '--sweep, --seed and --seeds), not by --grid')
     if not values:
       raise ConfigError('grid', f'{key} has no values')
-    typed[key] = [convert(key, v, ' (in --grid)') for v in values]
+    typed[key] = [config_lib.parse_value(key, v, ' (in --grid)') for v in values]
     if len(set(typed[key])) != len(typed[key]):
       raise ConfigError('grid', f'{key} lists a value twice: {values}')
   if not seeds:
@@ -236,12 +197,12 @@ def expand_grid(grid: dict, seeds, base_flags: dict) -> list:
   this returns; raises ConfigError naming the field (and the trial), or
   'grid' for a key that is not a config field.
   """
-  fields = _fields()
+  fields = config_lib.FIELDS
   for key in base_flags:
     if key not in fields:
       raise ConfigError(key, 'unknown config field')
   typed = _check_grid(grid, seeds)
-  base = {k: convert(k, v) for k, v in base_flags.items()
+  base = {k: config_lib.parse_value(k, v) for k, v in base_flags.items()
           if k not in ('root_dir', 'experiment')}
   trials, names = [], set()
   keys = list(grid)
@@ -272,48 +233,33 @@ def trial_config(trial: Trial) -> dict:
   out = {}
   for flag in trial.flags:
     key, _, value = flag[2:].partition('=')
-    out[key] = convert(key, value)
+    out[key] = config_lib.parse_value(key, value)
   return out
 
 
 # Reading a sweep directory.
 
 
-def _read_rows(trial_dir):
-  try:
-    return recorders.read_metrics(os.path.join(trial_dir, 'metrics.csv'))
-  except (OSError, ValueError):
-    return []
-
-
-def rounds_to_eps(rows, eps_rel: float = EPS_REL):
-  """The first round whose train_loss <= eps_rel * round 0's, or None."""
-  pairs = [(int(r['round']), recorders.to_number(r.get('train_loss')))
-           for r in rows if r.get('train_loss')]
-  if not pairs or pairs[0][0] != 0:
-    return None
-  reached = fits.rounds_to_eps(*zip(*pairs), eps_rel, relative=True)
-  return int(reached) if math.isfinite(reached) else None
-
-
 def final_metrics(trial_dir: str, summary: dict) -> dict:
   """The final/* metrics of a finished trial (see the module docstring)."""
+  run = rundir.RunDir(path=trial_dir)
   final = summary.get('final') or {}
-  rows = _read_rows(trial_dir)
   out = {}
   loss = recorders.to_number(final.get('train/loss'))
   if loss is not None:
     out['final/train_loss'] = loss
-  reached = rounds_to_eps(rows)
+  reached = run.rounds_to_eps()
   if reached is not None:
     out['final/rounds_to_eps'] = float(reached)
+  rows = None
   for tag in _DIAGNOSTICS:
     value = recorders.to_number(final.get(tag))
     if value is None:  # not measured in the last round: the last measured
-      column = [recorders.to_number(r.get(tag.replace('/', '_'))) for r in rows]
+      rows = run.read_rows() if rows is None else rows
+      column = [r.get(metrics.column(tag)) for r in rows]
       value = next((v for v in reversed(column) if v is not None), None)
     if value is not None:
-      out['final/' + tag.replace('/', '_')] = value
+      out['final/' + metrics.column(tag)] = value
   return out
 
 
@@ -403,15 +349,12 @@ def check_resumable(trials, sweep_dir: str):
   the two. root_dir may differ (a moved sweep directory)."""
   sweep_dir = os.path.abspath(os.path.expanduser(sweep_dir))
   for trial in trials:
-    recorded = recorders.read_json(os.path.join(sweep_dir, trial.name, 'config.json'))
-    if recorded is None:
-      continue
-    wanted = trial_config(trial)
-    differ = sorted(k for k, v in wanted.items() if recorded.get(k) != v)
+    run = rundir.RunDir(path=os.path.join(sweep_dir, trial.name))
+    differ = run.differing_fields(trial_config(trial), ignore=())
     if differ:
-      raise ConfigError('sweep', f'{sweep_dir}/{trial.name} was run with '
-                        f'other values of {", ".join(differ)}; choose another '
-                        'sweep name or delete the directory')
+      raise ConfigError('sweep', f'{run.path} was run with other values of '
+                        f'{", ".join(differ)}; choose another sweep name or '
+                        'delete the directory')
 
 
 def _write_trial_json(trial, trial_dir, result=None):
@@ -447,8 +390,8 @@ class _Running:
     self.dir = os.path.join(sweep_dir, trial.name)
     self.log_path = os.path.join(sweep_dir, LOGS, f'{trial.name}.log')
     # From scratch: whatever an earlier attempt left is not a result.
-    shutil.rmtree(self.dir, ignore_errors=True)
-    os.makedirs(self.dir)
+    rundir.RunDir(path=self.dir).clear()
+    os.makedirs(self.dir, exist_ok=True)
     _write_trial_json(trial, self.dir)
     command = [python, '-m', 'benchmarks.train', f'--root_dir={sweep_dir}',
                f'--experiment={trial.name}', *trial.flags, '--overwrite']
@@ -558,35 +501,10 @@ def _finish(running: _Running, timed_out=False) -> TrialResult:
   return result
 
 
-def run_sweep(trials, sweep_dir: str, *, parallel: int = 1,
-              python: str = sys.executable, timeout_s: float | None = None,
-              on_progress=None) -> list:
-  """Runs the trials not done yet, at most `parallel` at a time.
-
-  Each trial is `python -m benchmarks.train --root_dir=<sweep_dir>
-  --experiment=<name> <flags> --overwrite` in its own process group; its
-  output goes to <sweep_dir>/logs/<name>.log. A trial running longer than
-  timeout_s seconds is killed (its whole group) and recorded as failed.
-  on_progress(done, total, result) is called after each trial, skipped ones
-  included. Returns a TrialResult per trial, in the order of `trials`.
-  Raises ConfigError (check_resumable) before anything runs, and
-  `Interrupted` on SIGINT/SIGTERM once no trial of the sweep is left running.
-  """
-  if parallel < 1:
-    raise ValueError(f'parallel must be >= 1, got {parallel}')
-  sweep_dir = os.path.abspath(os.path.expanduser(sweep_dir))
-  check_resumable(trials, sweep_dir)
-  os.makedirs(os.path.join(sweep_dir, LOGS), exist_ok=True)
-  write_hparams_config(trials, sweep_dir)
-  results, pending = {}, []
-
-  def record(result):
-    results[result.name] = result
-    logging.debug('trial %s: %s%s', result.name, result.status,
-                 ' (done before)' if result.skipped else '')
-    if on_progress:
-      on_progress(len(results), len(trials), result)
-
+def _done_before(trials, sweep_dir, record) -> list:
+  """Records the trials an earlier run of the sweep finished; returns the
+  others."""
+  pending = []
   for trial in trials:
     trial_dir = os.path.join(sweep_dir, trial.name)
     summary = _done_summary(trial_dir)
@@ -599,6 +517,11 @@ def run_sweep(trials, sweep_dir: str, *, parallel: int = 1,
                        log_path=os.path.join(sweep_dir, LOGS,
                                              f'{trial.name}.log'),
                        summary=summary))
+  return pending
+
+
+def _run_pending(pending, sweep_dir, parallel, python, timeout_s, record):
+  """Runs the pending trials, at most `parallel` at a time."""
   running = []
   with _SignalFlag() as stop:
     try:
@@ -622,4 +545,39 @@ def run_sweep(trials, sweep_dir: str, *, parallel: int = 1,
         _stop_all(running)
         for r in running:  # the record the index sees; a rerun redoes it
           _record_interrupted(r)
+
+
+def run_sweep(trials, sweep_dir: str, *, parallel: int = 1,
+              python: str = sys.executable, timeout_s: float | None = None,
+              on_progress=None) -> list:
+  """Runs the trials not done yet, at most `parallel` at a time.
+
+  Each trial is `python -m benchmarks.train --root_dir=<sweep_dir>
+  --experiment=<name> <flags> --overwrite` in its own process group; its
+  output goes to <sweep_dir>/logs/<name>.log. A trial running longer than
+  timeout_s seconds is killed (its whole group) and recorded as failed.
+  on_progress(done, total, result) is called after each trial, skipped ones
+  included. Returns a TrialResult per trial, in the order of `trials`.
+  Raises ConfigError (check_resumable; rundir.BusyError if another process
+  runs the same sweep) before anything runs, and `Interrupted` on
+  SIGINT/SIGTERM once no trial of the sweep is left running.
+  """
+  if parallel < 1:
+    raise ValueError(f'parallel must be >= 1, got {parallel}')
+  sweep_dir = os.path.abspath(os.path.expanduser(sweep_dir))
+  check_resumable(trials, sweep_dir)
+  results = {}
+
+  def record(result):
+    results[result.name] = result
+    logging.debug('trial %s: %s%s', result.name, result.status,
+                  ' (done before)' if result.skipped else '')
+    if on_progress:
+      on_progress(len(results), len(trials), result)
+
+  with rundir.DirectoryLock(sweep_dir, 'sweep'):
+    os.makedirs(os.path.join(sweep_dir, LOGS), exist_ok=True)
+    write_hparams_config(trials, sweep_dir)
+    pending = _done_before(trials, sweep_dir, record)
+    _run_pending(pending, sweep_dir, parallel, python, timeout_s, record)
   return [results[t.name] for t in trials]

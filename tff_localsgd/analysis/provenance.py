@@ -4,6 +4,8 @@ import os
 import platform
 import subprocess
 
+from tff_localsgd import rundir
+
 
 def _run(cmd, cwd=None) -> str:
   try:
@@ -64,15 +66,6 @@ def _tf_build() -> str:
   return f'CUDA {info.get("cuda_version")}, cuDNN {info.get("cudnn_version")}'
 
 
-def versions() -> dict:
-  """The versions of Python and the numerical stack in this process."""
-  import numpy as np  # imported here: the report need not load TF eagerly
-  import tensorflow as tf
-  import tensorflow_federated as tff
-  return dict(python=platform.python_version(), tensorflow=tf.__version__,
-              tensorflow_federated=tff.__version__, numpy=np.__version__)
-
-
 def _git(repo_dir: str):
   """(commit, dirty): from git when repo_dir is a checkout; else from
   TFF_LOCALSGD_COMMIT, which the image sets at build time to
@@ -101,7 +94,7 @@ def collect(repo_dir: str) -> dict:
     out['container_base_image'] = os.environ['TFF_LOCALSGD_BASE_IMAGE']
   return {
       **out,
-      **versions(),
+      **rundir.versions(),
       'tensorflow_build': _tf_build(),
       'cpu': _cpu_model(),
       'cpu_cores': os.cpu_count(),
