@@ -1,7 +1,7 @@
 """Round throughput of every way to run Local SGD here, side by side.
 
   python -m benchmarks.throughput                   # writes reports/perf/PERF.md
-  python -m benchmarks.throughput --widths=128,1024 --num_clients=10,100 --local_steps=10
+  python -m benchmarks.throughput --grid=width=128,1024 --grid=num_clients=10,100 --grid=local_steps=10
 
 Workload (the issue's): MLP d=64 -> m -> m -> 1 (depth 1), 100 examples per
 client, K full-batch local GD steps (local_gd), every client in every round.
@@ -26,6 +26,7 @@ round costs K * sum_i n_i * (6 P - 2 d m). A cell whose estimated round time
 at the machine's peak exceeds --budget_s is skipped and marked so.
 """
 
+import itertools
 import json
 import os
 import platform
@@ -49,6 +50,7 @@ from tff_localsgd import engines
 from tff_localsgd import models
 from tff_localsgd import process
 from tff_localsgd import recorders
+from tff_localsgd import sweep
 from tff_localsgd.engines import native
 
 SETTINGS = ('native', 'native_packed', 'inprocess', 'inprocess_packed',
@@ -56,10 +58,13 @@ SETTINGS = ('native', 'native_packed', 'inprocess', 'inprocess_packed',
             'plain_tf')
 INPUT_DIM = 64
 
-flags.DEFINE_list('widths', ['128', '512', '1024', '4096'], 'widths m')
+GRID_KEYS = ('width', 'num_clients', 'local_steps')  # m, N, K
+flags.DEFINE_multi_string(
+    'grid', ['width=128,512,1024,4096', 'num_clients=10,100,1000',
+             'local_steps=1,10'],
+    'key=v1,v2,... as in benchmarks.sweep, for the keys '
+    f'{", ".join(GRID_KEYS)}; the cells are their product')
 flags.DEFINE_bool('large', False, 'also width 16384')
-flags.DEFINE_list('num_clients', ['10', '100', '1000'], 'numbers of clients N')
-flags.DEFINE_list('local_steps', ['1', '10'], 'local steps K')
 flags.DEFINE_list('rows', [], 'm:N:K triples to measure instead of the '
                   'product of --widths, --num_clients and --local_steps')
 flags.DEFINE_list('settings', list(SETTINGS), 'settings to compare')
@@ -346,24 +351,40 @@ def write_report(results, peak: float, out: str):
   recorders.atomic_write(out, '\n'.join(lines) + '\n')
 
 
+def _rows() -> list:
+  """The (m, N, K) cells of --rows, or else of --grid; exits 2 if bad."""
+  try:
+    if FLAGS.rows:
+      rows = [tuple(int(v) for v in row.split(':')) for row in FLAGS.rows]
+    else:
+      grid = sweep.parse_grid(FLAGS.grid)
+      unknown = sorted(set(grid) ^ set(GRID_KEYS))
+      if unknown:
+        raise config_lib.ConfigError(
+            'grid', f'give exactly the keys {", ".join(GRID_KEYS)}; '
+            f'not {", ".join(unknown)}')
+      values = {k: [config_lib.parse_value(k, v, ' (in --grid)')
+                    for v in grid[k]] for k in GRID_KEYS}
+      values['width'] += [16384] if FLAGS.large else []
+      rows = list(itertools.product(*values.values()))
+  except config_lib.ConfigError as e:
+    flag_defs.exit_bad_input(str(e))
+  except ValueError as e:
+    flag_defs.exit_bad_input(f'--rows: {e}')
+  if any(len(row) != 3 or min(row) <= 0 for row in rows):
+    flag_defs.exit_bad_input('--rows/--grid: cells are m:N:K with m, N, K > 0')
+  return rows
+
+
 def main(argv):
   if len(argv) > 1:
     flag_defs.exit_bad_input(f'unexpected arguments {argv[1:]}')
   if FLAGS.cell:
     print(json.dumps(run_cell(json.loads(FLAGS.cell))), flush=True)
     return 0
-  try:
-    widths = [int(w) for w in FLAGS.widths] + ([16384] if FLAGS.large else [])
-    rows = ([tuple(int(v) for v in row.split(':')) for row in FLAGS.rows]
-            if FLAGS.rows else [(m, int(n), int(k)) for m in widths
-                                for n in FLAGS.num_clients
-                                for k in FLAGS.local_steps])
-  except ValueError as e:
-    flag_defs.exit_bad_input(f'--widths/--num_clients/--local_steps/--rows: {e}')
-  if any(len(row) != 3 or min(row) <= 0 for row in rows) or FLAGS.rounds <= 0:
-    flag_defs.exit_bad_input('--rows are m:N:K with m, N, K > 0; --widths, '
-                             '--num_clients, --local_steps and --rounds must be '
-                             '> 0')
+  rows = _rows()
+  if FLAGS.rounds <= 0:
+    flag_defs.exit_bad_input('--rounds: must be > 0')
   unknown = sorted(set(FLAGS.settings) - set(SETTINGS))
   if unknown:
     flag_defs.exit_bad_input(f'--settings: unknown {unknown}; choose from '
