@@ -1,8 +1,16 @@
-"""The report's figures: PNG files drawn from recorded runs (matplotlib, Agg)."""
+"""The report's figures: PNG files drawn from recorded runs (matplotlib, Agg).
 
-import collections
+Each figure stands on its own: labelled axes, loss as L_t / F_0 (so the
+target eps F_0 is one horizontal line for every seed), the predicted curve
+P_t / F_0 dashed beside the measured one, a marker at the end of every run
+that did not reach the target saying why (censored, plateau, diverged),
+the width by marker and colour, and a caption (CAPTIONS) under it in the
+report.
+"""
+
 import math
 import os
+import re
 
 import matplotlib
 import matplotlib.ticker
@@ -13,12 +21,47 @@ import numpy as np  # noqa: E402
 
 from tff_localsgd import config as config_lib  # noqa: E402
 from tff_localsgd import files  # noqa: E402
-from tff_localsgd.analysis import runs as runs_lib  # noqa: E402
+from tff_localsgd.analysis import claims as claims_lib  # noqa: E402
+
+CAPTIONS = {
+    'E1_loss.png': 'E1 (Local GD, lazy group): training loss over F_0 by '
+    'round, one line per seed, width by colour and marker; dashed: the '
+    'linearized prediction P_t of the same run; grey line: the target eps. '
+    'End markers: > censored (still converging), x plateau, * diverged. '
+    'Claims C1, C9.',
+    'E1_gap.png': 'C12: the largest |log L_t - log P_t| up to the predicted '
+    'round to eps, against width (log-log), one colour per seed; line: the '
+    'mean per-seed slope.',
+    'E1_lazy.png': 'C3/C4: final relative weight change and flip fraction '
+    'against width (log-log). Filled: the lazy group; hollow: the catapult '
+    'control (client_lr 20). Lines: mean per-seed fits.',
+    'E1_drift.png': 'C5: left, the largest effective smoothness smooth_eff '
+    '(mean over local steps k >= 1) over its linearized bound eta '
+    'lambda_max(H)/min n_i (must stay below 1); right, the same maximum '
+    'against width (log-log), with the mean per-seed fit.',
+    'E2_local_steps.png': 'C6: efficiency K T(K)/T(1) at fixed total local '
+    'computation, per seed (points) and predicted (dashed); 1 means local '
+    'steps replace rounds one for one, above 2 they break down. Hollow: '
+    'projected from a censored run.',
+    'E3_sample_size.png': 'C2: rounds to eps against n (log-log), per seed; '
+    'hollow: a censored run at its projected round.',
+    'E4_heterogeneity.png': 'E4 (C7): training loss over F_0 by partition, '
+    'one line per seed; dashed: the prediction; grey: the target.',
+    'E5_algorithms.png': 'E5 (C8): training loss over F_0 against example '
+    'gradients computed (equal computation), by algorithm; grey: the target.',
+    'E6_depth.png': 'E6 (C10): training loss over F_0 by depth L at large '
+    'width; dashed: the prediction; grey: the target.',
+    'E7_real_data.png': 'E7 (C11, a demonstration outside the theory): '
+    'cross-entropy training loss on digits, all layers trained.',
+}
+MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X')
+END_MARKERS = {'censored': '>', 'plateau': 'x', 'diverged': '*'}
 
 
-def _completed(runs, experiment):
+def _finished(runs, experiment, group=None):
   return [r for r in runs if r.experiment == experiment and
-          r.status in ('completed', 'diverged')]
+          r.status in ('completed', 'diverged') and
+          (group is None or r.group == group)]
 
 
 def _save(fig, out_dir, name):
@@ -29,122 +72,212 @@ def _save(fig, out_dir, name):
   return name
 
 
-def _curves(ax, runs, label, column='train_loss', x_scale=None):
-  """Loss curves, one colour per label value, one line per seed."""
-  groups = collections.defaultdict(list)
-  for r in runs:
-    groups[label(r)].append(r)
-  colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(groups))))
-  for color, (name, members) in zip(colors, sorted(groups.items(),
-                                                   key=lambda kv: str(kv[0]))):
-    for i, r in enumerate(members):
-      x, y = r.series(column)
-      if x_scale:
-        x = [t * x_scale(r) for t in x]
-      ax.plot(x, y, color=color, alpha=0.8, lw=1.2,
-              label=str(name) if i == 0 else None)
+def _natural(key):
+  """Sort key reading digit runs as numbers: m=256 before m=1024."""
+  return [int(part) if part.isdigit() else part
+          for part in re.split(r'(\d+)', str(key))]
+
+
+def _styles(keys):
+  """{key: (colour, marker)} for sorted keys: two cues, not colour alone."""
+  keys = sorted(set(keys), key=_natural)
+  colours = plt.cm.viridis(np.linspace(0, 0.85, max(1, len(keys))))
+  return {k: (c, MARKERS[i % len(MARKERS)])
+          for i, (k, c) in enumerate(zip(keys, colours))}
+
+
+def _curve(ax, run, style, label, x_scale=1.0):
+  """One run's L_t / F_0 (solid), its P_t / F_0 (dashed), its end marker."""
+  colour, marker = style
+  rounds, losses = run.series('train_loss')
+  zero = run.zero_loss or 1.0
+  x = np.asarray(rounds, float) * x_scale
+  y = np.asarray(losses, float) / zero
+  ax.plot(x, y, color=colour, marker=marker, markevery=max(1, len(x) // 8),
+          ms=4, lw=1.2, label=label)
+  curve = claims_lib.predicted_curve(run)
+  if curve is not None:
+    ax.plot(np.arange(len(curve)) * x_scale, curve / zero, '--',
+            color=colour, lw=0.9)
+  outcome = run.outcome()
+  if outcome and outcome.status in END_MARKERS and len(x):
+    last = y[np.isfinite(y)][-1] if np.isfinite(y).any() else 1.0
+    ax.plot(x[-1], last, END_MARKERS[outcome.status], color='red', ms=9)
+
+
+def _loss_axes(ax, runs, xlabel):
+  normalized = all(r.zero_loss for r in runs)
+  eps = {r.config.get('eps') for r in runs} - {None} if normalized else ()
+  for e in eps:
+    ax.axhline(e, color='grey', lw=1, ls='-', alpha=0.7, label=f'eps = {e:g}')
+  if any(claims_lib.predicted_curve(r) is not None for r in runs):
+    ax.plot([], [], 'k--', lw=0.9, label='predicted (linearized)')
   ax.set_yscale('log')
-  ax.set_ylabel(column.replace('_', '/', 1))
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel('train loss / F_0' if normalized else 'train loss')
   ax.legend(fontsize=7)
 
 
-def _loglog(ax, points, title, fit=None):
-  """Scatter of (x, y) per seed with the fitted power law."""
-  x, y = np.array([p[0] for p in points], float), np.array([p[1] for p in
-                                                            points], float)
-  ok = (x > 0) & (y > 0) & np.isfinite(y)
-  ax.scatter(x[ok], y[ok], s=14)
-  if fit is not None and ok.any():
-    grid = np.geomspace(x[ok].min(), x[ok].max(), 50)
-    ax.plot(grid, fit['prefactor'] * grid ** fit['exponent'], 'r-', lw=1,
-            label=f'slope {fit["exponent"]:+.2f}')
-    ax.legend(fontsize=7)
+def loss_figure(runs, key, title, out_dir, name, x_scale=None):
+  """Loss curves of runs grouped by key(run), one line per seed."""
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  styles = _styles(key(r) for r in runs)
+  seen = set()
+  for r in sorted(runs, key=lambda r: (_natural(key(r)), r.seed)):
+    k = key(r)
+    _curve(ax, r, styles[k], None if k in seen else str(k),
+           x_scale(r) if x_scale else 1.0)
+    seen.add(k)
+  _loss_axes(ax, runs, 'example gradients computed' if x_scale else 'round')
+  ax.set_title(title, fontsize=9)
+  return _save(fig, out_dir, name)
+
+
+def _loglog(ax, points, fit, style, label, hollow=False):
+  """Scatter of (x, y, seed) with the mean per-seed power law."""
+  pts = [p for p in points if p[1] is not None and math.isfinite(p[1])
+         and p[1] > 0]
+  if not pts:
+    return
+  x, y = (np.array(v, float) for v in list(zip(*pts))[:2])
+  colour, marker = style
+  ax.scatter(x, y, s=22, marker=marker, label=label,
+             facecolors='none' if hollow else colour, edgecolors=colour)
+  if fit:
+    grid = np.geomspace(x.min(), x.max(), 50)
+    ax.plot(grid, fit['prefactor'] * grid ** fit['exponent'], color=colour,
+            lw=1, ls='--' if hollow else '-')
   ax.set_xscale('log')
   ax.set_yscale('log')
-  # Ticks at the measured x values (widths, n), not at crowded minor ticks.
-  ax.set_xticks(sorted(set(x[ok])))
+  ax.set_xticks(sorted(set(x)))
   ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter('%g'))
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-  ax.set_title(title, fontsize=9)
 
 
-def draw_all(runs, claims, out_dir, eps) -> list:
-  """Draws every figure the claims refer to; returns the files written."""
-  data = {c.id: c.data for c in claims}
-  written = []
-  e1 = _completed(runs, 'E1_width')
-  if e1:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    _curves(ax, e1, lambda r: f'm={r.config["width"]}')
-    ax.set_xlabel('round')
-    ax.set_title('E1: training loss by width (one line per seed)')
-    written.append(_save(fig, out_dir, 'E1_loss.png'))
-    lazy = [c for c in claims if c.id.startswith(('C3', 'C4'))
-            and 'points' in c.data]
-    if lazy:
-      fig, axes = plt.subplots(1, len(lazy), figsize=(3.3 * len(lazy), 3.2),
-                               squeeze=False)
-      for ax, c in zip(axes[0], lazy):
-        _loglog(ax, c.data['points'], c.id + (
-            ' flips' if c.id == 'C4' else ' ' + c.id.split('.', 1)[-1]),
-                c.data['fit'])
-        ax.set_xlabel('width m')
-      written.append(_save(fig, out_dir, 'E1_lazy.png'))
-    drift = [c for c in claims if c.id in ('C5', 'C5b') and 'points' in c.data]
-    if drift:
-      fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
-      for ax, c in zip(axes, drift):
-        _loglog(ax, c.data['points'], f'{c.id}: max over rounds',
-                c.data['trend'])
-        ax.set_xlabel('width m')
-      _curves(axes[2], [r for r in e1 if r.series('drift_nonsmooth_frac')[1]],
-              lambda r: f'm={r.config["width"]}', 'drift_nonsmooth_frac')
-      axes[2].set_xlabel('round')
-      written.append(_save(fig, out_dir, 'E1_drift.png'))
-  e2 = _completed(runs, 'E2_local_steps')
-  if e2:
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for prefix, marker in (('fixed_rounds', 'o-'), ('fixed_computation', 's--')):
-      pts = sorted((r.config['local_steps'], runs_lib.rounds_to_eps(r, eps))
-                   for r in e2 if r.group.startswith(prefix))
-      pts = [p for p in pts if math.isfinite(p[1])]
-      if pts:
-        ax.plot(*zip(*pts), marker, label=prefix.replace('_', ' '))
-    ax.set_xscale('log')
-    ax.set_xlabel('local steps K')
-    ax.set_ylabel(f'rounds to eps={eps:g}')
+def lazy_figure(claims, out_dir):
+  lazy = [c for c in claims if c.id.startswith(('C3', 'C4')) and
+          c.data.get('points')]
+  if not lazy:
+    return None
+  fig, axes = plt.subplots(1, len(lazy), figsize=(3.6 * len(lazy), 3.4),
+                           squeeze=False)
+  styles = _styles(['lazy', 'catapult'])
+  for ax, c in zip(axes[0], lazy):
+    _loglog(ax, c.data['points'], c.data.get('fit'), styles['lazy'], 'lazy')
+    _loglog(ax, c.data.get('control_points', []), c.data.get('control_fit'),
+            styles['catapult'], 'catapult control', hollow=True)
+    ax.set_xlabel('width m')
+    ax.set_ylabel('flip fraction' if c.id == 'C4' else
+                  'relative weight change')
+    ax.set_title(f'{c.id} ({c.verdict})', fontsize=9)
     ax.legend(fontsize=7)
-    ax.set_title('E2: rounds to epsilon by K')
-    written.append(_save(fig, out_dir, 'E2_local_steps.png'))
-  if data.get('C2', {}).get('points'):
-    points = data['C2']['points']
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    _loglog(ax, points, 'E3: rounds to epsilon vs n',
-            data['C2'].get('power_law'))
-    censored = [p[0] for p in points if not math.isfinite(p[1])]
-    if censored:  # shown, not dropped: they did not reach epsilon
-      top = max([p[1] for p in points if math.isfinite(p[1])], default=1)
-      ax.scatter(censored, [top * 1.5] * len(censored), marker='^',
-                 color='gray', label='not reached')
-      ax.legend(fontsize=7)
-    ax.set_xlabel('examples n')
-    written.append(_save(fig, out_dir, 'E3_sample_size.png'))
-  for name, label, scale in (
-      ('E4_heterogeneity', lambda r: f'{r.group}, m={r.config["width"]}', None),
-      ('E5_algorithms', lambda r: r.group, _examples_per_round),
-      ('E6_depth', lambda r: f'L={r.config["depth"]}', None),
-      ('E7_real_data', lambda r: r.config['dataset'], None)):
-    runs_e = _completed(runs, name)
-    if runs_e:
-      fig, ax = plt.subplots(figsize=(6, 4))
-      _curves(ax, runs_e, label, x_scale=scale)
-      ax.set_xlabel('example gradients computed' if scale else 'round')
-      ax.set_title(name.replace('_', ' '))
-      written.append(_save(fig, out_dir, name + '.png'))
-  return written
+  return _save(fig, out_dir, 'E1_lazy.png')
+
+
+def drift_figure(runs, claim, out_dir):
+  e1 = [r for r in _finished(runs, 'E1_width', 'lazy') if r.steps]
+  if not e1:
+    return None
+  fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.4))
+  styles = _styles(r.seed for r in e1)
+  for r in e1:
+    bound = claims_lib.smoothness_bound(r)
+    _, values = r.step_means('smooth_eff')
+    if bound and values:
+      left.scatter(r.config['width'], max(values) / bound, s=22,
+                   color=styles[r.seed][0], marker=styles[r.seed][1])
+  left.axhline(1.0, color='red', lw=1)
+  left.set_xscale('log')
+  left.set_xlabel('width m')
+  left.set_ylabel('max smooth_eff / linearized bound')
+  right_points = claim.data.get('points', []) if claim else []
+  _loglog(right, right_points, claim.data.get('fit') if claim else None,
+          styles[min(styles)], 'trials')
+  right.set_xlabel('width m')
+  right.set_ylabel('max smooth_eff (k >= 1)')
+  return _save(fig, out_dir, 'E1_drift.png')
+
+
+def gap_figure(claim, out_dir):
+  if not claim or not claim.data.get('points'):
+    return None
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  _loglog(ax, claim.data['points'], claim.data.get('fit'),
+          _styles(['gap'])['gap'], 'trials')
+  ax.set_xlabel('width m')
+  ax.set_ylabel('max |log L_t - log P_t|, t <= T_pred')
+  ax.set_title(f'C12 ({claim.verdict})', fontsize=9)
+  return _save(fig, out_dir, 'E1_gap.png')
+
+
+def efficiency_figure(runs, claim, out_dir):
+  if not claim or not claim.data.get('efficiency'):
+    return None
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  rows = claim.data['efficiency']
+  ks = [k for k, _, _ in rows]
+  measured = [(k, e) for k, e, _ in rows if e is not None]
+  predicted = [(k, p) for k, _, p in rows if p is not None]
+  if measured:
+    ax.plot(*zip(*measured), 'o-', label='measured (median over seeds)')
+  if predicted:
+    ax.plot(*zip(*predicted), 'k--', lw=1, label='predicted')
+  for level in (1.0, claims_lib.BREAKDOWN_EFFICIENCY):
+    ax.axhline(level, color='grey', lw=0.8)
+  ax.set_xscale('log')
+  ax.set_xticks(ks)
+  ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter('%g'))
+  ax.set_xlabel('local steps K')
+  ax.set_ylabel('K T(K) / T(1)')
+  ax.legend(fontsize=7)
+  return _save(fig, out_dir, 'E2_local_steps.png')
+
+
+def sample_size_figure(runs, out_dir):
+  e3 = _finished(runs, 'E3_sample_size')
+  if not e3:
+    return None
+  fig, ax = plt.subplots(figsize=(5, 3.6))
+  styles = _styles(r.seed for r in e3)
+  for r in e3:
+    outcome = r.outcome()
+    if outcome and outcome.round:
+      colour, marker = styles[r.seed]
+      ax.scatter(r.config['num_examples'], outcome.round, marker=marker,
+                 edgecolors=colour, s=24, facecolors=(
+                     colour if outcome.status == 'reached' else 'none'))
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel('examples n')
+  ax.set_ylabel('rounds to eps F_0')
+  return _save(fig, out_dir, 'E3_sample_size.png')
 
 
 def _examples_per_round(run):
   """Example gradients a round computes (x axis of equal computation)."""
   config = config_lib.ExperimentConfig.from_dict(run.config)
   return config.examples_per_round(run.summary['client_sizes'])
+
+
+def draw_all(runs, claims, out_dir) -> list:
+  """Draws every figure the claims refer to; returns the files written."""
+  by_id = {c.id: c for c in claims}
+  e1 = _finished(runs, 'E1_width', 'lazy')
+  written = [
+      e1 and loss_figure(e1, lambda r: f'm={r.config["width"]}',
+                         'E1: Local GD by width', out_dir, 'E1_loss.png'),
+      gap_figure(by_id.get('C12'), out_dir),
+      lazy_figure(claims, out_dir),
+      drift_figure(runs, by_id.get('C5'), out_dir),
+      efficiency_figure(runs, by_id.get('C6'), out_dir),
+      sample_size_figure(runs, out_dir)]
+  for name, key, scale in (
+      ('E4_heterogeneity', lambda r: r.group, None),
+      ('E5_algorithms', lambda r: r.group, _examples_per_round),
+      ('E6_depth', lambda r: f'L={r.config["depth"]}', None),
+      ('E7_real_data', lambda r: r.config['dataset'], None)):
+    members = _finished(runs, name)
+    if members:
+      written.append(loss_figure(members, key, name.replace('_', ' '),
+                                 out_dir, name + '.png', scale))
+  return [w for w in written if w]

@@ -11,8 +11,8 @@ import os
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
-from tff_localsgd.analysis import claims as claims_lib
 from tff_localsgd import suite as suite_lib
+from tff_localsgd.analysis import claims as claims_lib
 from tff_localsgd.analysis import figures
 from tff_localsgd.analysis import runs as runs_lib
 
@@ -30,95 +30,141 @@ def _cell(text) -> str:
   return str(text).replace('|', '\\|').replace('\n', ' ')
 
 
-def generate(out: str) -> dict:
-  """Writes out/REPORT.md, out/*.png and out/results.json; returns results."""
-  info = recorders.read_json(os.path.join(out, 'suite.json')) or {}
-  preset = info.get('preset', 'unknown')
-  eps = info.get('epsilon') or suite_lib.epsilon(
-      preset if preset in suite_lib.PRESETS else 'quick')
-  runs = runs_lib.load_runs(out)
-  claims = claims_lib.evaluate_claims(runs, eps)
-  written = figures.draw_all(runs, claims, out, eps)
-  provenance = recorders.read_json(os.path.join(out, 'provenance.json')) or {}
-  determinism = recorders.read_json(os.path.join(out, 'determinism.json')) or {}
-  status = collections.Counter(r.status for r in runs)
-  problems = [r for r in runs if r.status != 'completed']
-  planned = info.get('planned_trials', len(runs))
+_INTRO = (
+    'The claim under test (Deng, Kamani, Mahdavi, AISTATS 2022, '
+    'arXiv 2107.10868; only its abstract was available, so the quantitative '
+    'predictions come from the NTK lineage it builds on: Du et al. 2019, '
+    'Allen-Zhu, Li and Song 2019, FL-NTK by Huang et al. 2021, Jian and Liu '
+    '2025): Local SGD (FedAvg) drives the training loss of wide ReLU '
+    'networks to zero at a linear rate, because wide networks train lazily '
+    '(weights stay near initialization, few ReLU patterns flip) and so the '
+    'gradients at the clients\' local models stay close to the gradient at '
+    'the averaged model. Each row below turns one part of that claim into a '
+    'measured statistic, a criterion fixed before the suite ran, and a '
+    'verdict. FAIL is a result, not an error; INCONCLUSIVE means the data '
+    'cannot decide (the row says why).')
 
-  lines = [
-      f'# Reproducibility report: Local SGD on overparameterized ReLU networks',
-      '',
-      f'Preset **{preset}**; {len(runs)} of {planned} planned trials on disk '
-      f'({", ".join(f"{n} {s}" for s, n in sorted(status.items()))}); '
-      f'epsilon = {eps:g} (a run reaches epsilon at the first round with '
-      f'train/loss <= {eps:g} x its initial loss).',
-      '',
-      'The claim under test (Deng, Kamani, Mahdavi, AISTATS 2022, '
-      'arXiv 2107.10868): Local SGD (FedAvg) drives the training loss of wide '
-      'ReLU networks to zero at a geometric rate, in a number of rounds '
-      'polynomial in the problem size, because wide networks train lazily '
-      '(weights stay near initialization, few ReLU patterns flip) and so the '
-      'gradients at the clients\' local models stay close to the gradient at '
-      'the averaged model. Each row below turns one part of that claim into '
-      'a measured statistic, a criterion and a verdict. FAIL is a result, '
-      'not an error; INCONCLUSIVE means the data cannot decide.',
-      '',
-      '## Claims',
-      '',
-      '| id | claim | measured | criterion | verdict | figure |',
-      '|---|---|---|---|---|---|',
-  ]
+_TARGET = (
+    'A run reaches epsilon at the first round with train/loss <= eps F_0, '
+    'where F_0 = (1/2n) sum_j ||y_j||^2 is the loss of the zero predictor: a '
+    'scale of the data alone, so every seed of the initialization aims at the '
+    'same loss (a target relative to each run\'s initial loss would move with '
+    'the seed). The alternative, a symmetric initialization with f(w0) = 0, '
+    'was not taken: it changes the model and moves w0 away from the standard '
+    'initialization the theory analyses. Every run is then exactly one of: '
+    '*reached*; *censored* (still converging when its budget ran out: the '
+    'round is projected from its tail rate, and the claim is INCONCLUSIVE); '
+    '*plateau* (not converging: no projection within 10x its budget); '
+    '*diverged* (status diverged or a non-finite loss). Only a plateau or a '
+    'divergence FAILs a claim (tff_localsgd/outcomes.py).')
+
+
+def _claim_lines(claims, written) -> list:
+  lines = ['## Claims', '',
+           '| id | claim | measured | criterion | verdict | figure |',
+           '|---|---|---|---|---|---|']
   for c in claims:
     fig = f'[{c.figure}]({c.figure})' if c.figure in written else '-'
     lines.append(f'| {c.id} | {_cell(c.claim)} | {_cell(c.statistic)} | '
                  f'{_cell(c.criterion)} | **{c.verdict}** | {fig} |')
-  lines += ['', '## Figures', '']
-  lines += [f'![{name}]({name})\n' for name in written]
-  lines += ['## Experiments', '']
-  timing = info.get('wall_time_s', {})
-  for spec in suite_lib.suite(preset) if preset in suite_lib.PRESETS else ():
+  return lines
+
+
+def _figure_lines(written) -> list:
+  lines = ['', '## Figures', '']
+  for name in written:
+    lines += [f'![{name}]({name})', '',
+              f'*{figures.CAPTIONS.get(name, name)}*', '']
+  return lines
+
+
+def _experiment_lines(preset, runs, info) -> list:
+  lines = ['## Experiments', '']
+  wall, core = info.get('wall_time_s', {}), info.get('core_s', {})
+  specs = suite_lib.suite(preset) if preset in suite_lib.PRESETS else ()
+  for spec in specs:
     members = [r for r in runs if r.experiment == spec.name]
     counts = collections.Counter(r.status for r in members)
+    cost = f'wall time {wall[spec.name]:.0f} s' if spec.name in wall else \
+        'wall time not recorded'
+    if spec.name in core:
+      cost += f', {core[spec.name]:.0f} core-seconds'
     lines.append(
         f'- **{spec.name}**: {spec.title}. Grid {spec.grid or "-"}; groups '
         f'{[label for label, _ in spec.groups()]}; {spec.seeds} seed(s); '
-        f'{len(members)} trials ({dict(counts)}); wall time '
-        f'{timing.get(spec.name, float("nan")):.0f} s.')
-  lines += ['', '## Determinism', '']
-  if determinism:
-    same = determinism.get('identical')
-    lines.append(
-        f'Trial `{determinism.get("trial")}` was rerun in a fresh process: '
-        f'final weights {"**bit-identical**" if same else "**DIFFERENT**"} '
-        f'(SHA-256 `{determinism.get("original_sha256")}` vs '
-        f'`{determinism.get("rerun_sha256")}`).')
-  else:
-    lines.append('No determinism check was run.')
-  lines += ['', '## Not run, diverged or failed', '']
-  if problems or planned > len(runs):
-    lines += [f'- `{r.experiment}/{r.group}/{r.name}`: {r.status}'
-              f'{": " + r.summary.get("error", "") if r.summary.get("error") else ""}'
-              for r in problems]
-    if planned > len(runs):
-      lines.append(f'- {planned - len(runs)} planned trials have no directory '
-                   '(not run).')
-  else:
+        f'{len(members)} trials ({dict(counts)}); {cost}.')
+  return lines
+
+
+def _determinism_lines(determinism) -> list:
+  lines = ['', '## Determinism', '']
+  if not determinism:
+    return lines + ['No determinism check was run.']
+  same = determinism.get('identical')
+  return lines + [
+      f'Trial `{determinism.get("trial")}` was rerun in a fresh process: '
+      f'final weights {"**bit-identical**" if same else "**DIFFERENT**"} '
+      f'(SHA-256 `{determinism.get("original_sha256")}` vs '
+      f'`{determinism.get("rerun_sha256")}`).']
+
+
+def _problem_lines(runs, planned, not_run) -> list:
+  lines = ['', '## Not run, diverged or failed', '']
+  problems = [r for r in runs if r.status != 'completed']
+  lines += [f'- `{r.experiment}/{r.group}/{r.name}`: {r.status}'
+            f'{": " + r.summary.get("error", "") if r.summary.get("error") else ""}'
+            for r in problems]
+  if planned > len(runs):
+    lines.append(f'- {planned - len(runs)} planned trials have no directory '
+                 '(not run).')
+  if not problems and planned <= len(runs):
     lines.append('Every planned trial completed.')
-  lines += info.get('not_run', [])
+  return lines + list(not_run)
+
+
+def generate(out: str) -> dict:
+  """Writes out/REPORT.md, out/*.png and out/results.json; returns results."""
+  info = recorders.read_json(os.path.join(out, 'suite.json')) or {}
+  preset = info.get('preset', 'unknown')
+  runs = runs_lib.load_runs(out)
+  claims = claims_lib.evaluate_claims(runs)
+  written = figures.draw_all(runs, claims, out)
+  provenance = recorders.read_json(os.path.join(out, 'provenance.json')) or {}
+  determinism = recorders.read_json(os.path.join(out, 'determinism.json')) or {}
+  status = collections.Counter(r.status for r in runs)
+  planned = info.get('planned_trials', len(runs))
+  eps = info.get('epsilon')
+  lines = [
+      '# Reproducibility report: Local SGD on overparameterized ReLU networks',
+      '',
+      f'Preset **{preset}**; {len(runs)} of {planned} planned trials on disk '
+      f'({", ".join(f"{n} {s}" for s, n in sorted(status.items()))}); '
+      + (f'eps = {eps:g}.' if eps else 'eps from each trial\'s config.'),
+      '', _INTRO, '', _TARGET, '']
+  lines += _claim_lines(claims, written)
+  lines += _figure_lines(written)
+  lines += _experiment_lines(preset, runs, info)
+  lines += _determinism_lines(determinism)
+  lines += _problem_lines(runs, planned, info.get('not_run', []))
   lines += ['', '## Provenance', '']
   lines += [f'- {k}: `{"; ".join(map(str, v)) if isinstance(v, list) else v}`'
             for k, v in provenance.items()]
   lines += ['', '## Trials and their flags', '',
-            '| trial | status | flags (non-default) |', '|---|---|---|']
-  lines += [f'| {r.experiment}/{r.group}/{r.name} | {r.status} | '
-            f'`{_flags(r.config)}` |' for r in runs]
+            '| trial | status | outcome | flags (non-default) |',
+            '|---|---|---|---|']
+  outcomes = [r.outcome() for r in runs]
+  for r, outcome in zip(runs, outcomes):
+    lines.append(f'| {r.experiment}/{r.group}/{r.name} | {r.status} | '
+                 f'{outcome.describe() if outcome else "-"} | '
+                 f'`{_flags(r.config)}` |')
   results = {
       'preset': preset, 'epsilon': eps,
       'claims': [dataclasses.asdict(c) for c in claims],
       'provenance': provenance, 'determinism': determinism,
       'trials': [{'experiment': r.experiment, 'group': r.group,
-                  'name': r.name, 'status': r.status, 'config': r.config}
-                 for r in runs],
+                  'name': r.name, 'status': r.status, 'config': r.config,
+                  'outcome': o.to_dict() if o else None}
+                 for r, o in zip(runs, outcomes)],
   }
   recorders.write_json(os.path.join(out, 'results.json'), results)
   recorders.atomic_write(os.path.join(out, 'REPORT.md'),

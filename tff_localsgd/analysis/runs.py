@@ -1,17 +1,21 @@
 """Reading a suite's results back: only what the recorders wrote.
 
 Layout of a suite directory (benchmarks.reproduce):
-  <out>/<experiment>/<group>/<trial>/{config.json, summary.json, metrics.csv}
+  <out>/<experiment>/<group>/<trial>/{config.json, summary.json, metrics.csv,
+                                      drift_steps.csv}
 where <group> is one paired setting of the experiment ('all' when there is
 none) and <trial> one point of its grid and one seed.
+
+A run's target is eps F_0 (tff_localsgd/outcomes.py), with eps from its
+config and F_0 = (1/2n) sum_j ||y_j||^2 from its summary: the top-level
+`zero_predictor_loss`, else the theory's (summary['theory']).
 """
 
 import dataclasses
-import math
 import os
 
+from tff_localsgd import outcomes
 from tff_localsgd import recorders
-from tff_localsgd.analysis import fits
 
 
 @dataclasses.dataclass
@@ -24,6 +28,7 @@ class Run:
   config: dict
   summary: dict
   rows: list  # metrics.csv rows: {column: float or None}
+  steps: list = dataclasses.field(default_factory=list)  # drift_steps.csv
 
   @property
   def status(self) -> str:
@@ -43,6 +48,46 @@ class Run:
     _, values = self.series(column)
     return values[-1] if values else None
 
+  @property
+  def theory(self):
+    """The NTK prediction summary.json records, or None (does not apply)."""
+    return self.summary.get('theory') or None
+
+  @property
+  def zero_loss(self):
+    """F_0, the zero predictor's loss, or None when the run did not record it."""
+    value = self.summary.get('zero_predictor_loss')
+    if value is None and self.theory:
+      value = self.theory.get('zero_predictor_loss')
+    return value
+
+  @property
+  def target(self):
+    """eps F_0, the loss the run must reach, or None without F_0."""
+    zero, eps = self.zero_loss, self.config.get('eps')
+    return None if zero is None or eps is None else float(eps) * zero
+
+  def outcome(self):
+    """outcomes.Outcome of train/loss against the target; None when the
+    run has no loss curve or no F_0 (it cannot be judged)."""
+    rounds, losses = self.series('train_loss')
+    if not rounds or self.target is None:
+      return None
+    return outcomes.classify(rounds, losses, self.target,
+                                diverged=self.status == 'diverged')
+
+  def step_means(self, column: str):
+    """(rounds, mean over local steps k >= 1 of a drift_steps.csv column).
+
+    k = 0 is left out: there every w_i = w^t, so the drift is identically 0.
+    """
+    by_round = {}
+    for row in self.steps:
+      if row.get('local_step', 0) >= 1 and row.get(column) is not None:
+        by_round.setdefault(int(row['round']), []).append(row[column])
+    rounds = sorted(by_round)
+    return rounds, [sum(by_round[t]) / len(by_round[t]) for t in rounds]
+
 
 def load_runs(out: str) -> list:
   """Every trial directory under a suite directory, finished or not."""
@@ -59,21 +104,18 @@ def load_runs(out: str) -> list:
         path = os.path.join(group_dir, name)
         if not os.path.exists(os.path.join(path, 'trial.json')):
           continue  # logs/, hparams, not a trial
-        metrics = os.path.join(path, 'metrics.csv')
-        rows = ([{k: recorders.to_number(v) for k, v in r.items()}
-                 for r in recorders.read_metrics(metrics)]
-                if os.path.exists(metrics) else [])
         runs.append(Run(
             experiment, group, name, path,
             recorders.read_json(os.path.join(path, 'config.json')) or {},
             recorders.read_json(os.path.join(path, 'summary.json')) or {},
-            rows))
+            _read_csv(os.path.join(path, 'metrics.csv')),
+            _read_csv(os.path.join(path, 'drift_steps.csv'))))
   return runs
 
 
-def rounds_to_eps(run: Run, eps: float) -> float:
-  """First round t with train_loss(t) <= eps * train_loss(0); inf if never."""
-  rounds, losses = run.series('train_loss')
-  if not losses:
-    return math.inf
-  return fits.rounds_to_eps(rounds, losses, eps, relative=True)
+def _read_csv(path: str) -> list:
+  """A recorder's CSV as rows of numbers (None where empty); [] if absent."""
+  if not os.path.exists(path):
+    return []
+  return [{k: recorders.to_number(v) for k, v in r.items()}
+          for r in recorders.read_metrics(path)]
