@@ -117,6 +117,13 @@ class ExperimentConfig:
 
   def validate(self) -> 'ExperimentConfig':
     """Returns self, or raises ConfigError naming the first bad field."""
+    self._validate_values()
+    self._validate_data_and_model()
+    self._validate_execution()
+    return self
+
+  def _validate_values(self):
+    """Each field on its own: a choice, or a number in its range."""
     choices = dict(dataset=DATASETS, target=TARGETS, partition=PARTITIONS,
                    model=MODELS, train_layers=TRAIN_LAYERS, loss=LOSSES,
                    algorithm=ALGORITHMS, lr_scale=LR_SCALES, engine=ENGINES)
@@ -140,6 +147,9 @@ class ExperimentConfig:
                  'diag_every', 'ntk_every', 'probe_size', 'checkpoint_every'):
       if getattr(self, name) < 0:
         raise ConfigError(name, f'must be >= 0, got {getattr(self, name)}')
+
+  def _validate_data_and_model(self):
+    """The data, model and algorithm fields against each other."""
     if self.dataset == 'synthetic' and self.num_examples == 0:
       raise ConfigError('num_examples', 'synthetic data needs num_examples > 0')
     if self.num_examples and self.num_clients > self.num_examples:
@@ -164,6 +174,9 @@ class ExperimentConfig:
     if self.ntk_every and not self.probe_size:
       raise ConfigError('probe_size', 'the NTK is measured on the probe set; '
                         'it needs probe_size > 0')
+
+  def _validate_execution(self):
+    """How the run is executed, and where it is written."""
     if self.clients_per_pack > self.cohort_size:
       raise ConfigError('clients_per_pack', f'{self.clients_per_pack} > the '
                         f'{self.cohort_size} clients of a round')
@@ -186,7 +199,6 @@ class ExperimentConfig:
         raise ConfigError('workers', f'{address!r} is not host:port')
     if not self.experiment or '/' in self.experiment:
       raise ConfigError('experiment', 'must be a non-empty name without "/"')
-    return self
 
   def validate_against_data(self, client_sizes) -> 'ExperimentConfig':
     """Checks what depends on the partition: client sizes n_i."""

@@ -73,121 +73,131 @@ def client_data(x, y, seed, round_num, client_id, num_clients):
       seed=np.array([seed, round_num * num_clients + client_id], np.int64))
 
 
+def _initialize(spec):
+  """The `initialize` computation of the process."""
+  initial = tuple(spec.initial_weights)
+
+  @tff.tensorflow.computation
+  def initial_weights():
+    return tuple(tf.constant(w) for w in initial)
+
+  @tff.federated_computation
+  def initialize():
+    """( -> weights@SERVER): w^0, drawn by the Keras model."""
+    return tff.federated_eval(initial_weights, tff.SERVER)
+  return initialize
+
+
+def _server_update(spec, server_lr, w_type):
+  @tff.tensorflow.computation(w_type,
+                              weights_type(spec.trainable(spec.initial_weights)))
+  def server_update(weights, delta):
+    """(w^t, Delta) -> w^t + server_lr * Delta on the trainable layers."""
+    trained = [w + server_lr * d
+               for w, d in zip(spec.trainable(weights), delta)]
+    return spec.with_trainable(weights, trained)
+  return server_update
+
+
+def _evaluate(spec, loss, w_type, d_type):
+  """(<weights@SERVER, {ClientData}@CLIENTS> -> <loss_sum, correct, num_examples>@SERVER)"""
+  @tff.tensorflow.computation(w_type, d_type)
+  def client_eval(weights, data):
+    """(weights, ClientData) -> <loss_sum, correct, num_examples>"""
+    logits = models.forward(spec.layers, weights, data['x'])
+    per_example = models.loss_fn(loss, logits, data['y'])
+    hits = tf.equal(tf.argmax(logits, -1), tf.argmax(data['y'], -1))
+    return collections.OrderedDict(
+        loss_sum=tf.reduce_sum(per_example),
+        correct=tf.reduce_sum(tf.cast(hits, tf.float32)),
+        num_examples=tf.cast(tf.shape(data['x'])[0], tf.float32))
+
+  @tff.federated_computation(tff.FederatedType(w_type, tff.SERVER),
+                             tff.FederatedType(d_type, tff.CLIENTS))
+  def evaluate(weights, data):
+    """(<weights@SERVER, {ClientData}@CLIENTS> -> <loss_sum, correct, num_examples>@SERVER)"""
+    out = tff.federated_map(client_eval,
+                            (tff.federated_broadcast(weights), data))
+    return tff.federated_sum(out)
+  return evaluate
+
+
 class LocalSGDProcess:
   """The TFF computations of one experiment: initialize, next and evaluate."""
 
   def __init__(self, spec: models.ModelSpec, config, input_shape,
                output_dim: int):
     self.spec, self.config = spec, config
-    w_type = weights_type(spec.initial_weights)
-    delta_type = weights_type(spec.trainable(spec.initial_weights))
-    d_type = client_data_type(input_shape, output_dim)
-    loss, lr = config.loss, config.lr
-    full_batch = config.algorithm == 'local_gd'
-    initial = tuple(spec.initial_weights)
-    server_lr = config.server_lr
     self.clients_per_pack = config.clients_per_pack
-    packed = config.clients_per_pack > 1
+    self.weights_type = weights_type(spec.initial_weights)
+    self.client_data_type = client_data_type(input_shape, output_dim)
     # The data type of the round's clients: packs or single clients.
-    work_type = pack_data_type(input_shape, output_dim) if packed else d_type
-    step_args = dict(lr=lr, local_steps=config.local_steps,
-                 batch_size=config.batch_size, full_batch=full_batch,
-                 jit=config.jit)
-
-    @tff.tensorflow.computation
-    def initial_weights():
-      return tuple(tf.constant(w) for w in initial)
-
-    def local_work(weights, data, measure=None):
-      """K local steps of a client (or pack); `measure(weights, data, local)`,
-      if given, adds its measurements of the local models to the output."""
-      if packed:
-        return packing.pack_work(spec, loss, weights, data,
-                                 measure=measure, **step_args)
-      delta, last_loss = local_update.local_steps_update(
-          spec, loss, weights, data['x'], data['y'], data['seed'], **step_args)
-      n = tf.cast(tf.shape(data['x'])[0], tf.float32)
-      out = collections.OrderedDict(
-          delta=tuple(delta), num_examples=n, local_loss=last_loss)
-      if measure is not None:
-        local = [w + d for w, d in zip(spec.trainable(weights), delta)]
-        out.update(measure(weights, data, local))
-      return out
-
-    @tff.tensorflow.computation(w_type, delta_type)
-    def server_update(weights, delta):
-      """(w^t, Delta) -> w^t + server_lr * Delta on the trainable layers."""
-      trained = [w + server_lr * d
-                 for w, d in zip(spec.trainable(weights), delta)]
-      return spec.with_trainable(weights, trained)
-
-    @tff.tensorflow.computation(w_type, d_type)
-    def client_eval(weights, data):
-      """(weights, ClientData) -> <loss_sum, correct, num_examples>"""
-      logits = models.forward(spec.layers, weights, data['x'])
-      per_example = models.loss_fn(loss, logits, data['y'])
-      hits = tf.equal(tf.argmax(logits, -1), tf.argmax(data['y'], -1))
-      return collections.OrderedDict(
-          loss_sum=tf.reduce_sum(per_example),
-          correct=tf.reduce_sum(tf.cast(hits, tf.float32)),
-          num_examples=tf.cast(tf.shape(data['x'])[0], tf.float32))
-
-    server_w = tff.FederatedType(w_type, tff.SERVER)
-    clients_d = tff.FederatedType(d_type, tff.CLIENTS)
-    clients_work = tff.FederatedType(work_type, tff.CLIENTS)
-
-    @tff.federated_computation
-    def initialize():
-      """( -> weights@SERVER): w^0, drawn by the Keras model."""
-      return tff.federated_eval(initial_weights, tff.SERVER)
-
-    def round_with(measure=None):
-      """The round; with `measure`, also the p-weighted mean of what it
-      measures on each client's local models (local_work's hook)."""
-      @tff.tensorflow.computation(w_type, work_type)
-      def client_work(weights, data):
-        """(weights, ClientData or Pack) -> <delta, num_examples, local_loss, ...>"""
-        return local_work(weights, data, measure)
-
-      names = [name for name, _ in
-               tff.structure.iter_elements(client_work.type_signature.result)
-               if name not in ('delta', 'num_examples')]
-
-      @tff.federated_computation(server_w, clients_work)
-      def next_fn(weights, data):
-        """(<weights@SERVER, {ClientData or Pack}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)"""
-        broadcast = tff.federated_broadcast(weights)
-        out = tff.federated_map(client_work, (broadcast, data))
-        delta = tff.federated_mean(out.delta, weight=out.num_examples)
-        new_weights = tff.federated_map(server_update, (weights, delta))
-        metrics = collections.OrderedDict(
-            (name, tff.federated_mean(getattr(out, name),
-                                      weight=out.num_examples))
-            for name in names)
-        return new_weights, tff.federated_zip(metrics)
-      if config.jit:
-        # The XLA tf.functions traced into client_work stay registered in
-        # this process's eager context until collected, and TensorFlow
-        # refuses to import TFF's serialized copy of one (its attributes
-        # differ) under the same name: the in-process engine failed so with
-        # P = 1. Collecting them now drops those registrations.
-        gc.collect()
-      return next_fn
-
-    @tff.federated_computation(server_w, clients_d)
-    def evaluate(weights, data):
-      """(<weights@SERVER, {ClientData}@CLIENTS> -> <loss_sum, correct, num_examples>@SERVER)"""
-      out = tff.federated_map(client_eval,
-                              (tff.federated_broadcast(weights), data))
-      return tff.federated_sum(out)
-
+    self.work_type = (pack_data_type(input_shape, output_dim)
+                      if config.clients_per_pack > 1 else
+                      self.client_data_type)
+    self.server_update = _server_update(spec, config.server_lr,
+                                        self.weights_type)
+    self.evaluate = _evaluate(spec, config.loss, self.weights_type,
+                              self.client_data_type)
     self.iterative_process = tff.templates.IterativeProcess(
-        initialize, round_with())
-    self.round_with = round_with
-    self.evaluate = evaluate
-    self.server_update = server_update
-    self.weights_type = w_type
-    self.client_data_type = d_type
+        _initialize(spec), self.round_with())
+
+  def local_work(self, weights, data, measure=None):
+    """K local steps of a client (or pack); `measure(weights, data, local)`,
+    if given, adds its measurements of the local models to the output."""
+    spec, config = self.spec, self.config
+    step_args = dict(lr=config.lr, local_steps=config.local_steps,
+                     batch_size=config.batch_size,
+                     full_batch=config.algorithm == 'local_gd', jit=config.jit)
+    if self.clients_per_pack > 1:
+      return packing.pack_work(spec, config.loss, weights, data,
+                               measure=measure, **step_args)
+    delta, last_loss = local_update.local_steps_update(
+        spec, config.loss, weights, data['x'], data['y'], data['seed'],
+        **step_args)
+    n = tf.cast(tf.shape(data['x'])[0], tf.float32)
+    out = collections.OrderedDict(
+        delta=tuple(delta), num_examples=n, local_loss=last_loss)
+    if measure is not None:
+      local = [w + d for w, d in zip(spec.trainable(weights), delta)]
+      out.update(measure(weights, data, local))
+    return out
+
+  def round_with(self, measure=None):
+    """The round; with `measure`, also the p-weighted mean of what it
+    measures on each client's local models (local_work's hook)."""
+    @tff.tensorflow.computation(self.weights_type, self.work_type)
+    def client_work(weights, data):
+      """(weights, ClientData or Pack) -> <delta, num_examples, local_loss, ...>"""
+      return self.local_work(weights, data, measure)
+
+    names = [name for name, _ in
+             tff.structure.iter_elements(client_work.type_signature.result)
+             if name not in ('delta', 'num_examples')]
+    server_update = self.server_update
+
+    @tff.federated_computation(
+        tff.FederatedType(self.weights_type, tff.SERVER),
+        tff.FederatedType(self.work_type, tff.CLIENTS))
+    def next_fn(weights, data):
+      """(<weights@SERVER, {ClientData or Pack}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)"""
+      broadcast = tff.federated_broadcast(weights)
+      out = tff.federated_map(client_work, (broadcast, data))
+      delta = tff.federated_mean(out.delta, weight=out.num_examples)
+      new_weights = tff.federated_map(server_update, (weights, delta))
+      metrics = collections.OrderedDict(
+          (name, tff.federated_mean(getattr(out, name),
+                                    weight=out.num_examples))
+          for name in names)
+      return new_weights, tff.federated_zip(metrics)
+    if self.config.jit:
+      # The XLA tf.functions traced into client_work stay registered in
+      # this process's eager context until collected, and TensorFlow
+      # refuses to import TFF's serialized copy of one (its attributes
+      # differ) under the same name: the in-process engine failed so with
+      # P = 1. Collecting them now drops those registrations.
+      gc.collect()
+    return next_fn
 
   def pack(self, client_values) -> list:
     """The values `next` takes for these clients: packs of P, or the clients."""
