@@ -4,17 +4,32 @@
   python -m benchmarks.reproduce --preset=smoke --out=/tmp/smoke
   python -m benchmarks.reproduce --preset=paper --out=/out --parallel=1
 
+  python -m benchmarks.reproduce --preset=quick --out=/tmp/q --plan
+
 Each experiment is a sweep (tff_localsgd/suite.py) whose
 trials run as `benchmarks.train` subprocesses under
 <out>/<experiment>/<group>/<trial>/. Rerunning the same command resumes:
 finished trials are skipped. Then one trial is rerun in a fresh process to
 check that its final weights are bit-identical, and <out>/REPORT.md is
-written (benchmarks.report).
+written (benchmarks.report). suite.json records each experiment's wall
+time and core-seconds (user + system CPU time of its trial processes and
+their workers, from getrusage(RUSAGE_CHILDREN)).
+
+--plan runs nothing of the suite: it trains one short run per width (E1's
+setting, PLAN_ROUNDS rounds, the last one with diagnostics) under
+<out>/plan/, and prints every group's trials and rounds with an estimated
+time: per trial, the measured fixed cost (process start, TF import, data,
+theory, tracing) plus its rounds times the measured round time at its width,
+the work part scaled by its example gradients per round and its depth (a
+round's work is K n_i m^2 per m x m layer), plus its diagnostic rounds
+likewise (estimate_s).
 """
 
 import dataclasses
+import functools
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -23,13 +38,14 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import numpy as np
 import tensorflow as tf  # noqa: F401  (TF at module level; see README)
 
 from benchmarks import flags as flag_defs
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
-from tff_localsgd import sweep
 from tff_localsgd import suite as suite_lib
+from tff_localsgd import sweep
 from tff_localsgd.analysis import provenance
 from tff_localsgd.analysis import report
 
@@ -39,8 +55,12 @@ flags.DEFINE_integer('parallel', 2, 'trials run at once')
 flags.DEFINE_list('experiments', [], 'run only these (e.g. E1_width); '
                   'default all')
 flags.DEFINE_float('trial_timeout_s', 3600, 'a trial running longer fails')
+flags.DEFINE_bool('plan', False, 'print the trials, their rounds and an '
+                  'estimated time (one short measured run per width), and '
+                  'exit without running the suite')
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLAN_ROUNDS = 3
 
 
 def plan(preset, only):
@@ -55,6 +75,127 @@ def plan(preset, only):
                                  {k: str(v) for k, v in base.items()})
       out.append((spec, label, trials))
   return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundCost:
+  """What one short run at a width measured (--plan): seconds of the fixed
+  cost (the process's wall time minus its rounds), of a plain round and the
+  extra of a diagnostic round, and the work of its rounds (example
+  gradients per round times the number of m x m layers)."""
+  width: int
+  fixed_s: float
+  round_s: float
+  diag_s: float
+  work: float
+
+
+def _work(config: dict) -> float:
+  """Example gradients per round (equal client shares) times the depth."""
+  cfg = config_lib.ExperimentConfig.from_dict(config)
+  sizes = [max(1, cfg.num_examples // cfg.num_clients)] * cfg.cohort_size
+  return cfg.examples_per_round(sizes) * max(1, cfg.depth)
+
+
+def _timing(rows, suffix):
+  return [float(r[k]) for r in rows for k in r
+          if k.endswith(suffix) and r[k] not in (None, '')]
+
+
+def measure_width(out: str, base: dict, width: int) -> RoundCost:
+  """Trains E1's setting at `width` for PLAN_ROUNDS rounds, the last with
+  diagnostics, under <out>/plan/, and reads its timings back."""
+  config = dict(base, width=width, rounds=PLAN_ROUNDS, diag_every=PLAN_ROUNDS,
+                seed=0)
+  root = os.path.join(out, 'plan')
+  args = [f'--{k}={sweep.flag_value(v)}' for k, v in config.items()]
+  tick = time.monotonic()
+  subprocess.run([sys.executable, '-m', 'benchmarks.train', *args,
+                  f'--root_dir={root}', f'--experiment=width-{width}',
+                  '--overwrite'], cwd=REPO, check=True, capture_output=True)
+  elapsed = time.monotonic() - tick
+  rows = recorders.read_metrics(
+      os.path.join(root, f'width-{width}', 'metrics.csv'))
+  plain = [r for r in rows if not _timing([r], 'diag_time_s')]
+  round_s = float(np.median(_timing(plain, 'round_time_s') or [0.0]))
+  diag_s = sum(_timing(rows, 'diag_time_s'))
+  spent = sum(_timing(rows, 'round_time_s')) + diag_s
+  return RoundCost(width, max(0.0, elapsed - spent), round_s, diag_s,
+                   _work(config))
+
+
+def estimate_s(config: dict, costs: dict) -> float:
+  """A trial's estimated seconds from the cost measured at the nearest width.
+
+  A round costs o + w: o the per-round overhead of the runtime (taken as the
+  smallest measured round, where the work is negligible) and w the work,
+  scaled by the trial's work over the measured one's times (m / m0)^2.
+  """
+  width = config['width']
+  cost = costs[min(costs, key=lambda m: abs(m - width))]
+  overhead = min(c.round_s for c in costs.values())
+  scale = _work(config) / cost.work * (width / cost.width) ** 2
+  round_s = overhead + scale * max(0.0, cost.round_s - overhead)
+  rounds = config['rounds']
+  diags = rounds // config['diag_every'] if config['diag_every'] else 0
+  return cost.fixed_s + rounds * round_s + diags * scale * cost.diag_s
+
+
+def print_plan(steps, costs, parallel: int):
+  """Every group's trials, rounds and estimated time; the suite's total."""
+  total = 0.0
+  for spec, label, trials in steps:
+    configs = [sweep.trial_config(t) for t in trials]
+    seconds = sum(estimate_s(c, costs) for c in configs)
+    total += seconds
+    rounds = sorted({c['rounds'] for c in configs})
+    widths = sorted({c['width'] for c in configs})
+    print(f'{spec.name}/{label}: {len(trials)} trials, rounds {rounds}, '
+          f'widths {widths}: ~{seconds:.0f} trial-seconds')
+  for cost in costs.values():
+    print(f'measured at m={cost.width}: fixed {cost.fixed_s:.1f} s, round '
+          f'{cost.round_s:.3f} s, diagnostic round +{cost.diag_s:.3f} s')
+  print(f'total ~{total:.0f} trial-seconds; ~{total / parallel / 60:.1f} '
+        f'min of wall time at --parallel={parallel}')
+
+
+def plan_costs(out, preset, steps) -> dict:
+  """{width: RoundCost} for every width the planned trials use."""
+  base = suite_lib.suite(preset)[0].groups()[0][1]
+  widths = sorted({sweep.trial_config(t)['width'] for _, _, trials in steps
+                   for t in trials})
+  return {m: measure_width(out, base, m) for m in widths}
+
+
+def _progress(name, total, start, offset, finished, _, result):
+  elapsed = time.monotonic() - start
+  n = offset + finished
+  logging.info('[%d/%d] %s/%s: %s  (%.0f s elapsed, ETA %.0f s)', n, total,
+               name, result.name, result.status, elapsed,
+               elapsed / n * (total - n))
+
+
+def _core_s() -> float:
+  """User + system CPU seconds of this process's finished descendants."""
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
+
+
+def run_suite(out, steps, suite_info):
+  """Runs every group's sweep, recording wall time and core-seconds."""
+  total = sum(len(trials) for _, _, trials in steps)
+  start, done = time.monotonic(), 0
+  for spec, label, trials in steps:
+    tick, core = time.monotonic(), _core_s()
+    sweep.run_sweep(trials, os.path.join(out, spec.name, label),
+                    parallel=FLAGS.parallel, timeout_s=FLAGS.trial_timeout_s,
+                    on_progress=functools.partial(
+                        _progress, f'{spec.name}/{label}', total, start, done))
+    done += len(trials)
+    for key, value in (('wall_time_s', time.monotonic() - tick),
+                       ('core_s', _core_s() - core)):
+      suite_info[key][spec.name] = suite_info[key].get(spec.name, 0.0) + value
+    recorders.write_json(os.path.join(out, 'suite.json'), suite_info)
 
 
 def check_determinism(out, trial_dir):
@@ -96,30 +237,16 @@ def main(argv):
     flag_defs.exit_bad_input(str(e))
   out = FLAGS.out
   os.makedirs(out, exist_ok=True)
-  total = sum(len(trials) for _, _, trials in steps)
-  suite_info = {'preset': FLAGS.preset, 'planned_trials': total,
+  if FLAGS.plan:
+    print_plan(steps, plan_costs(out, FLAGS.preset, steps), FLAGS.parallel)
+    return
+  suite_info = {'preset': FLAGS.preset,
+                'planned_trials': sum(len(t) for _, _, t in steps),
                 'epsilon': suite_lib.epsilon(FLAGS.preset),
-                'wall_time_s': {}, 'parallel': FLAGS.parallel}
+                'wall_time_s': {}, 'core_s': {}, 'parallel': FLAGS.parallel}
   recorders.write_json(os.path.join(out, 'provenance.json'),
                        provenance.collect(REPO))
-  start, done = time.monotonic(), 0
-  for spec, label, trials in steps:
-    tick = time.monotonic()
-
-    def progress(finished, _, result, offset=done):
-      elapsed = time.monotonic() - start
-      n = offset + finished
-      logging.info('[%d/%d] %s/%s/%s: %s  (%.0f s elapsed, ETA %.0f s)', n,
-                   total, spec.name, label, result.name, result.status,
-                   elapsed, elapsed / n * (total - n))
-
-    sweep.run_sweep(trials, os.path.join(out, spec.name, label),
-                    parallel=FLAGS.parallel, timeout_s=FLAGS.trial_timeout_s,
-                    on_progress=progress)
-    done += len(trials)
-    suite_info['wall_time_s'][spec.name] = (
-        suite_info['wall_time_s'].get(spec.name, 0.0) + time.monotonic() - tick)
-    recorders.write_json(os.path.join(out, 'suite.json'), suite_info)
+  run_suite(out, steps, suite_info)
   e1 = [(spec, label, trials) for spec, label, trials in steps
         if spec.name == 'E1_width']
   if e1:

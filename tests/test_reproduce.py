@@ -1,5 +1,6 @@
 """The smoke preset of the suite, end to end: every experiment, the report,
-the determinism check, and a rerun that resumes instead of recomputing."""
+the determinism check, a rerun that resumes instead of recomputing, and
+the plan mode, which estimates the suite without running it."""
 
 import json
 import os
@@ -9,10 +10,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def reproduce(out):
+def reproduce(out, *extra):
   return subprocess.run(
       [sys.executable, '-m', 'benchmarks.reproduce', '--preset=smoke',
-       f'--out={out}', '--parallel=2'], cwd=ROOT, capture_output=True,
+       f'--out={out}', '--parallel=2', *extra], cwd=ROOT, capture_output=True,
       text=True, timeout=1800)
 
 
@@ -26,8 +27,10 @@ def test_smoke_suite_writes_a_complete_report(tmp_path):
       'E1_width', 'E2_local_steps', 'E3_sample_size', 'E4_heterogeneity',
       'E5_algorithms', 'E6_depth', 'E7_real_data'}
   ids = [c['id'] for c in results['claims']]
-  for required in ('C1', 'C2', 'C4', 'C5', 'C5b', 'C6', 'C7', 'C8', 'C9'):
+  for required in ('C1', 'C2', 'C4', 'C5', 'C6', 'C7', 'C8', 'C9', 'C10',
+                   'C11', 'C12'):
     assert required in ids
+  assert suite['core_s']['E1_width'] > 0
   assert all(c['verdict'] in ('PASS', 'FAIL', 'INCONCLUSIVE')
              for c in results['claims'])
   assert results['determinism']['identical'] is True
@@ -44,3 +47,13 @@ def test_smoke_suite_writes_a_complete_report(tmp_path):
   second = reproduce(tmp_path)
   assert second.returncode == 0, second.stderr[-3000:]
   assert {p: p.stat().st_mtime for p in mtimes} == mtimes
+
+
+def test_plan_estimates_without_running(tmp_path):
+  result = reproduce(tmp_path, '--plan')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'E1_width/lazy: 6 trials' in result.stdout
+  assert 'measured at m=128' in result.stdout
+  assert 'min of wall time at --parallel=2' in result.stdout
+  assert not list(tmp_path.glob('E*'))  # no trial of the suite ran
+  assert not (tmp_path / 'REPORT.md').exists()

@@ -26,9 +26,14 @@ The design, from the theory (tff_localsgd/theory.py, /work/shared/THEORY.md):
   so E6 scales client_lr by 1/L to keep eta lambda_max/n_i in place.
 - E1's rounds are twice the slowest predicted round to eps, so a run that
   follows the theory reaches eps; one that does not is a plateau (FAIL)
-  or a projection past the budget (censored), never a silent cut.
+  or a projection past the budget (censored), never a silent cut. E2 gives
+  K local steps budget/K rounds (at least half of E1's), E3-E6 twice E1's.
+- Quick's estimated time (benchmarks.reproduce --plan, measured on the
+  shared, loaded 2-core machine): about 20 minutes at --parallel=2, half of
+  it E1's m = 2048 trials.
 - The non-lazy control of C3/C4 (E1 group 'catapult') is the same sweep with
-  client_lr = 20: eta lambda_max(H_ii)/n_i = 2.1-3.1, above the edge of
+  client_lr = 20 (and half the rounds: its statistic is the weight change,
+  not a round count): eta lambda_max(H_ii)/n_i = 2.1-3.1, above the edge of
   stability 2 and below about 4 (and well below the ~12 seen for ReLU nets),
   the catapult phase of Lewkowycz et al. (2020): the loss first grows, the
   kernel's top eigenvalue falls by O(1) even at infinite width until the
@@ -85,7 +90,7 @@ def _sizes(preset):
                     eps=1e-1, diag_every=3, pair_seeds=1),
       'quick': dict(widths=(256, 512, 1024, 2048), n=64, ns=(32, 64, 128),
                     clients=4, rounds=60, seeds=4, depths=(1, 2, 4),
-                    wide=1024, ks=(1, 2, 5, 10, 20), eps=1e-2, diag_every=5,
+                    wide=1024, ks=(1, 2, 5, 10, 20), eps=1e-2, diag_every=10,
                     pair_seeds=2),
       'paper': dict(widths=(512, 1024, 2048, 4096, 8192), n=256,
                     ns=(64, 128, 256, 512), clients=16, rounds=200,
@@ -126,12 +131,14 @@ def suite(preset: str) -> tuple:
           dict(theory, diag_every=s['diag_every'], diag_per_step=True),
           grid=dict(width=list(s['widths'])),
           paired=(dict(label='lazy'),
-                  dict(client_lr=CATAPULT_CLIENT_LR, label='catapult')),
+                  dict(client_lr=CATAPULT_CLIENT_LR, rounds=s['rounds'] // 2,
+                       label='catapult')),
           seeds=s['seeds']),
       ExperimentSpec(
           'E2_local_steps', 'Local steps K at fixed total local computation '
           'K*T',
-          wide, paired=tuple(dict(local_steps=k, rounds=max(1, budget // k),
+          wide, paired=tuple(dict(local_steps=k,
+                                  rounds=max(budget // k, s['rounds'] // 2),
                                   label=f'K{k}') for k in s['ks']),
           seeds=s['pair_seeds']),
       ExperimentSpec(
@@ -157,9 +164,9 @@ def suite(preset: str) -> tuple:
           paired=(dict(algorithm='local_sgd', label='local_sgd'),
                   dict(algorithm='local_gd', label='local_gd'),
                   dict(algorithm='minibatch_sgd', local_steps=1,
-                       rounds=s['rounds'] * 5, label='minibatch_sgd'),
+                       rounds=s['rounds'] * 4, label='minibatch_sgd'),
                   dict(algorithm='local_gd', num_clients=1, local_steps=1,
-                       rounds=s['rounds'] * 5, label='centralized_gd')),
+                       rounds=s['rounds'] * 4, label='centralized_gd')),
           seeds=s['pair_seeds']),
       ExperimentSpec(
           'E6_depth', 'Depth L at large width (client_lr scaled by 1/L)',
