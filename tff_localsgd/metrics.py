@@ -197,7 +197,8 @@ METRICS = (
     Metric('theory/delta', 'δ = min_{j≠j\'} ‖x_j − x_j\'‖',
            'the data separation: the smallest distance between two training '
            'inputs'),
-    Metric('theory/zero_predictor_loss', 'F₀ = (1/2n) Σ_j ‖y_j‖²',
+    Metric('theory/zero_predictor_loss',
+           'F₀ = (1/n) Σ_j ℓ(0, y_j) = (1/2n) Σ_j ‖y_j‖²',
            'the loss of the zero predictor f ≡ 0: the scale of the data that '
            'the target ε F₀ is set against'),
     # Histograms over clients (event files only).
@@ -224,9 +225,11 @@ METRICS = (
     # A sweep's trial results (tff_localsgd/sweep.py: HParams metrics).
     Metric('final/train_loss', 'F(w^T), T the last round',
            'train/loss at the end of the trial', file=None),
-    Metric('final/rounds_to_eps', 'min {t : F(w^t) ≤ 10⁻³ F(w⁰)}',
-           'the first round whose train/loss is at most 10⁻³ of round 0\'s; '
-           'absent if the trial never gets there', file=None),
+    Metric('final/rounds_to_eps',
+           'min {t : F(w^t) ≤ ε F₀}, F₀ = (1/n) Σ_j ℓ(0, y_j)',
+           'the first round whose train/loss reaches ε (--eps) times the zero '
+           'predictor\'s loss; absent if the trial never gets there',
+           file=None),
     Metric('final/drift_grad_diff_rel', 'drift/grad_diff_rel, last measured',
            'the trial\'s last measured relative gradient difference',
            file=None),
