@@ -23,14 +23,6 @@ def make_config(tmp_path, **overrides):
                                      **overrides)
 
 
-def test_rounds_to_eps():
-  rounds = [0, 1, 2, 3, 4]
-  losses = [2.0, 0.1, None, 0.002, 0.001]
-  assert rundir.rounds_to_eps(rounds, losses, 0.002) == 3
-  assert rundir.rounds_to_eps(rounds, losses, 2.0) == 0
-  assert rundir.rounds_to_eps(rounds[:3], losses[:3], 0.01) is None
-
-
 def test_state_new_resume_completed_and_other_flags(tmp_path):
   config = make_config(tmp_path)
   run = rundir.RunDir(config)

@@ -175,16 +175,16 @@ def test_gram_needs_one_output():
     theory.gram(spec, spec.initial_weights, np.ones((2, 5), np.float32))
 
 
-def test_rounds_to_eps():
+def test_predicted_rounds_to_eps():
   curve = [1.0, 0.5, 0.25, 0.125]
-  assert theory.rounds_to_eps(curve, 0.3, 0.5) == 2  # inside the curve
-  assert theory.rounds_to_eps(curve, 1.0, 0.5) == 0
+  assert theory.predicted_rounds_to_eps(curve, 0.3, 0.5) == 2  # inside the curve
+  assert theory.predicted_rounds_to_eps(curve, 1.0, 0.5) == 0
   # 0.125 * 0.5^t <= 0.01 first at t = 4 (0.0078), after round 3.
-  assert theory.rounds_to_eps(curve, 0.01, 0.5) == 7
-  assert theory.rounds_to_eps(curve, 0.01, 0.9) == 3 + 24  # 0.9^24 = 0.080
-  assert theory.rounds_to_eps(curve, 0.01, 1.0) is None
-  assert theory.rounds_to_eps(curve, 0.01, None) is None
-  assert theory.rounds_to_eps(None, 0.01, 0.5) is None
+  assert theory.predicted_rounds_to_eps(curve, 0.01, 0.5) == 7
+  assert theory.predicted_rounds_to_eps(curve, 0.01, 0.9) == 3 + 24  # 0.9^24 = 0.080
+  assert theory.predicted_rounds_to_eps(curve, 0.01, 1.0) is None
+  assert theory.predicted_rounds_to_eps(curve, 0.01, None) is None
+  assert theory.predicted_rounds_to_eps(None, 0.01, 0.5) is None
 
 
 def wide_problem(width):
@@ -255,7 +255,7 @@ def test_predict_fields_and_probe_subset():
       theory.spectral_radius(m) ** 2, rel=1e-10)
   assert full.rate_first_order == pytest.approx(
       (1 - 2 * eig[0] / 64 / 16) ** 2, rel=1e-10)
-  assert full.rounds_to_eps == theory.rounds_to_eps(
+  assert full.rounds_to_eps == theory.predicted_rounds_to_eps(
       full.curve, 1e-2 * full.zero_predictor_loss, full.rate_per_round) > 3
   json.dumps(full.to_dict())
   probe = theory.predict(spec, spec.initial_weights, client_x, client_y,

@@ -23,6 +23,7 @@ import shutil
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import metrics as metrics_lib
+from tff_localsgd import outcomes
 from tff_localsgd import recorders
 
 METRICS_CSV = 'metrics.csv'
@@ -102,13 +103,6 @@ def _keep_until(round_num, local_steps):
     per_step = event.summary.value[0].tag.startswith(STEP_PREFIX)
     return event.step <= round_num * (local_steps if per_step else 1)
   return keep
-
-
-def rounds_to_eps(rounds, losses, target: float):
-  """min {t : F(w^t) <= target}: the first round whose loss is at most the
-  target (a loss of None was not measured), or None if none is."""
-  return next((int(t) for t, loss in zip(rounds, losses)
-               if loss is not None and loss <= target), None)
 
 
 class RunDir:
@@ -249,8 +243,8 @@ class RunDir:
     target, rows = self.eps_target(), self.read_rows()
     if target is None:
       return None
-    return rounds_to_eps([r['round'] for r in rows],
-                         [r.get('train_loss') for r in rows], target)
+    return outcomes.rounds_to_eps([r['round'] for r in rows],
+                                  [r.get('train_loss') for r in rows], target)
 
   def read_rows(self) -> list:
     """metrics.csv rows as {column: float or None}; [] if there are none."""

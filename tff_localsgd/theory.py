@@ -56,6 +56,7 @@ import numpy as np
 
 from tff_localsgd import diagnostics
 from tff_localsgd import models
+from tff_localsgd import outcomes
 
 # The largest n for which predict() builds H and M on the training set; time
 # sets it. Measured on the 2-core CPU at n = 2048, m = 4096 (depth 1, all
@@ -136,7 +137,7 @@ def spectral_radius(m) -> float:
   return float(np.max(np.abs(np.linalg.eigvals(m))))
 
 
-def rounds_to_eps(curve, target, rate):
+def predicted_rounds_to_eps(curve, target, rate):
   """The first round t with curve[t] <= target, or None if never predicted.
 
   Beyond the curve's last round T the loss is extrapolated as
@@ -144,9 +145,9 @@ def rounds_to_eps(curve, target, rate):
   """
   if curve is None:
     return None
-  hits = np.flatnonzero(np.asarray(curve) <= target)
-  if hits.size:
-    return int(hits[0])
+  hit = outcomes.rounds_to_eps(range(len(curve)), curve, target)
+  if hit is not None:
+    return hit
   if rate is None or rate >= 1:
     return None
   last = len(curve) - 1
@@ -165,7 +166,7 @@ class Prediction:
   rate_first_order: (1 - eta_s K eta lambda_min / n)^2, its small-eta form
     with full participation.
   zero_predictor_loss: F_0 = (1/2n) sum_j ||y_j||^2, the loss of f = 0.
-  rounds_to_eps: first round with L_t <= eps F_0 (rounds_to_eps()).
+  rounds_to_eps: first round with L_t <= eps F_0 (predicted_rounds_to_eps).
   curve: L_t for t = 0..T.
   gram_points, gram_set: H was computed on gram_points examples, all training
     examples ('train') or a subset ('probe'; then the rates, curve and
@@ -261,7 +262,7 @@ def predict(spec, weights, client_x, client_y, *, lr, local_steps, server_lr,
       lambda_min=float(eig[0]), lambda_max=float(eig[-1]),
       rate_per_round=rate,
       rate_first_order=float(1 - server_lr * local_steps * lr * eig[0] / n)**2,
-      rounds_to_eps=rounds_to_eps(
+      rounds_to_eps=predicted_rounds_to_eps(
           curve, eps * common['zero_predictor_loss'], rate),
       curve=[float(v) for v in curve], gram_points=n, gram_set='train',
       **common)
