@@ -172,7 +172,7 @@ def test_a_run_writes_only_metrics_of_the_table(tmp_path):
   tags = set(acc.Tags()['tensors']) - {'config'}  # the config, as text
   assert {'train/loss', 'train/local_loss', 'drift/grad_diff_max',
           'drift_per_step/grad_diff', 'lazy/weight_change_rel/hidden_1',
-          'clients/train_loss'} <= tags
+          'clients/train_loss', 'theory/loss', 'theory/lambda_min'} <= tags
   for tag in tags:
     row = metrics.find(tag)
     assert row is not None, f'{tag} is written but not in metrics.METRICS'
