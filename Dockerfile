@@ -46,7 +46,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    TF_CPP_MIN_LOG_LEVEL=1
+    TF_CPP_MIN_LOG_LEVEL=3
 
 WORKDIR /app
 COPY conftest.py pytest.ini ./
