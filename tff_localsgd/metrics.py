@@ -30,6 +30,7 @@ import re
 LAYER = '<layer>'
 METRICS_CSV = 'metrics.csv'
 STEPS_CSV = 'drift_steps.csv'
+STEP_PREFIX = 'drift_per_step/'  # the tags of drift_steps.csv's rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +95,7 @@ def _drift_rows():
                'round'),
         Metric(f'drift/{name}_max', f'max over k < K of {q}',
                f'{meaning}; the largest over the local steps'),
-        Metric(f'drift_per_step/{name}', f'{q} (TensorBoard step (t−1)K + k)',
+        Metric(f'{STEP_PREFIX}{name}', f'{q} (TensorBoard step (t−1)K + k)',
                f'{meaning}; at each local step k (--diag_per_step)',
                file=STEPS_CSV, column=name),
     ]

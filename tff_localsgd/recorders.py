@@ -108,22 +108,24 @@ class TensorBoardRecorder:
     self._writer = tf.summary.create_file_writer(logdir)
     self._described = set()
 
+  def _description(self, tag: str):
+    """A tag of metrics' table carries its description in its first event of
+    this writer only: TensorBoard reads a tag's metadata from its first
+    event, and TF2 writes the metadata into every event."""
+    row = None if tag in self._described else metrics.find(tag)
+    self._described.add(tag)
+    return row.description if row else None
+
   def scalars(self, step: int, values: dict):
-    """Scalars at step. A tag of metrics' table carries its description in
-    its first event of this writer only: TensorBoard reads a tag's metadata
-    from its first event, and TF2 writes the metadata into every event."""
     with self._writer.as_default(step=step):
       for tag, value in values.items():
-        row = None if tag in self._described else metrics.find(tag)
-        self._described.add(tag)
-        tf.summary.scalar(tag, value,
-                          description=row.description if row else None)
+        tf.summary.scalar(tag, value, description=self._description(tag))
     self._writer.flush()
 
   def histograms(self, step: int, values: dict):
     with self._writer.as_default(step=step):
       for tag, value in values.items():
-        tf.summary.histogram(tag, value)
+        tf.summary.histogram(tag, value, description=self._description(tag))
     self._writer.flush()
 
   def text(self, tag: str, markdown: str):

@@ -26,14 +26,14 @@ from tff_localsgd import metrics as metrics_lib
 from tff_localsgd import outcomes
 from tff_localsgd import recorders
 
-METRICS_CSV = 'metrics.csv'
-STEPS_CSV = 'drift_steps.csv'
+METRICS_CSV = metrics_lib.METRICS_CSV
+STEPS_CSV = metrics_lib.STEPS_CSV
 SUMMARY_JSON = 'summary.json'
 CONFIG_JSON = 'config.json'
 CHECKPOINTS = 'checkpoints'
 WORKER_LOG = 'worker.log'
 LOCK = '.lock'
-STEP_PREFIX = 'drift_per_step/'  # per local step tags: step = (t-1) K + k
+STEP_PREFIX = metrics_lib.STEP_PREFIX  # TensorBoard step (t-1) K + k
 
 
 class BusyError(config_lib.ConfigError):
