@@ -17,7 +17,11 @@ writes nothing. Exit status: 0 when every trial completed or diverged, 1 if
 some failed (see logs/<trial>.log), 128 + signal number on SIGINT/SIGTERM
 (running trials are stopped first).
 
-  tensorboard --logdir <root_dir>/<sweep>   # the HParams tab compares trials
+When it ends the sweep prints a table (trial, status, final train/loss,
+rounds to eps) and the TensorBoard command whose HParams tab compares its
+trials with those of every other sweep under the same --root_dir:
+
+  tensorboard --logdir <root_dir>
 """
 
 import dataclasses
@@ -93,6 +97,23 @@ class _Progress:
                  f' in {result.wall_time_s:.1f} s', loss, eta)
 
 
+def closing_table(results, sweep_dir) -> str:
+  """One line per trial: its status, final train/loss and rounds to eps
+  ('-': none, or not reached)."""
+  rows = [('trial', 'status', 'final loss', 'rounds to eps')]
+  for result in results:
+    final = (sweep.final_metrics(os.path.join(sweep_dir, result.name),
+                                 result.summary) if result.summary else {})
+    loss = final.get('final/train_loss')
+    reached = final.get('final/rounds_to_eps')
+    rows.append((result.name, result.status,
+                 '-' if loss is None else f'{loss:.6g}',
+                 '-' if reached is None else f'{reached:.0f}'))
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  return '\n'.join('  '.join(cell.ljust(w) for cell, w in zip(row, widths))
+                   .rstrip() for row in rows)
+
+
 def main(argv):
   if len(argv) > 1:
     flag_defs.exit_bad_input(f'unexpected arguments {argv[1:]}')
@@ -115,6 +136,8 @@ def main(argv):
     counts[result.status] = counts.get(result.status, 0) + 1
   logging.info('sweep %s: %s', sweep_dir, ', '.join(
       f'{n} {status}' for status, n in sorted(counts.items())))
+  print(closing_table(results, sweep_dir))
+  print(f'\ntensorboard --logdir {sweep.hparams_root(sweep_dir)}')
   return 1 if counts.get('failed') else 0
 
 
