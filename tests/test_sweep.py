@@ -179,7 +179,8 @@ def test_sweep_runs_every_trial(demo):
     assert {'train/loss', '_hparams_/session_start_info',
             '_hparams_/session_end_info', 'final/train_loss'} <= tags(
                 trial_dir)
-  assert '_hparams_/experiment' in tags(sweep_dir)
+  # The experiment is the logdir's, at the sweep's parent (test_tensorboard).
+  assert '_hparams_/experiment' in tags(sweep_dir.parent)
   index = sweep.sweep_index(sweep_dir)
   assert [row['name'] for row in index] == sorted(NAMES)
   assert index[0]['swept'] == {'width': 16, 'local_steps': 2, 'seed': 0}
