@@ -355,6 +355,11 @@ def _lazy_group_verdict(runs, column, predicted):
                                 predicted + LAZY_TOLERANCE), fit, '')
 
 
+def _fmt_group(result):
+  verdict, fit, why = result
+  return f'slope {_fmt_fit(fit)}: {verdict}' if fit else f'no slope ({why})'
+
+
 def _lazy_claim(runs, claim_id, text, column, predicted):
   criterion = (f'per-seed slope of the final value against log m: 95% '
                f't-interval inside {predicted:+.2f} +- {LAZY_TOLERANCE} (FAIL '
@@ -365,9 +370,7 @@ def _lazy_claim(runs, claim_id, text, column, predicted):
   lazy = _lazy_group_verdict(_lazy_e1(runs), column, predicted)
   control = _lazy_group_verdict(_runs(runs, 'E1_width', 'catapult'), column,
                                 predicted)
-  describe = lambda v: (f'slope {_fmt_fit(v[1])}: {v[0]}' if v[1] else
-                        f'no slope ({v[2]})')
-  stat = f'lazy: {describe(lazy)}; control: {describe(control)}'
+  stat = f'lazy: {_fmt_group(lazy)}; control: {_fmt_group(control)}'
   if lazy[0] != 'PASS':
     verdict = lazy[0]
   elif control[1] is None or control[0] == 'PASS':
