@@ -19,6 +19,8 @@ import urllib.request
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.hparams import metadata as hp_metadata
 import tensorflow as tf
 
 from tff_localsgd import config as config_lib
@@ -83,7 +85,6 @@ def test_sweeps_merge_into_one_experiment_at_the_root(tmp_path):
   old = tmp_path / 'old'
   writer = tf.summary.create_file_writer(str(old), filename_suffix='.hparams')
   with writer.as_default():
-    from tensorboard.plugins.hparams import api as hp
     hp.hparams_config(hparams=[hp.HParam('width', hp.Discrete([1024]))],
                       metrics=[hp.Metric('final/train_loss')])
   writer.close()
@@ -101,6 +102,55 @@ def test_sweeps_merge_into_one_experiment_at_the_root(tmp_path):
   assert domain('dataset') == ['synthetic']
   assert infos['width'].differs and not infos['dataset'].differs
   assert [i for i in infos][:3] == ['width', 'local_steps', 'num_examples']
+
+
+def test_a_suite_absorbs_the_experiment_of_its_runs_dir(tmp_path):
+  # Docker's /out: a sweep under runs/ before the suite, then the suite.
+  sweep.write_hparams_config(tiny_trials({'width': ['8']}),
+                             str(tmp_path / 'runs' / 's'))
+  assert [os.path.dirname(f) for f in experiment_files(tmp_path)] == [
+      str(tmp_path / 'runs')]
+  (tmp_path / 'provenance.json').write_text('{}')
+  sweep.write_hparams_config(tiny_trials({'width': ['32']}),
+                             str(tmp_path / 'E1' / 'g'))
+  files = experiment_files(tmp_path)
+  assert [os.path.dirname(f) for f in files] == [str(tmp_path)]
+  infos = {i.name: i for i in sweep._read_experiment(files[0]).hparam_infos}
+  assert [v.string_value for v in infos['width'].domain_discrete.values] == [
+      '8', '32']
+
+
+def session_start(trial_dir):
+  acc = event_accumulator.EventAccumulator(str(trial_dir),
+                                           size_guidance={'tensors': 0})
+  acc.Reload()
+  content = acc.SummaryMetadata(
+      '_hparams_/session_start_info').plugin_data.content
+  return hp_metadata.parse_session_start_info_plugin_data(content)
+
+
+def test_a_trial_session_replaces_an_older_one(tmp_path):
+  trial = tiny_trials({'width': ['8']})[0]
+  trial_dir = tmp_path / 's' / trial.name
+  trial_dir.mkdir(parents=True)
+  writer = tf.summary.create_file_writer(str(trial_dir),
+                                         filename_suffix='.hparams')
+  with writer.as_default():  # as sweeps wrote sessions before
+    hp.hparams({'width': 8}, trial_id=trial.name)
+  writer.close()
+  (trial_dir / 'summary.json').write_text(json.dumps(dict(
+      status='completed', rounds_completed=2, wall_time_s=30.0,
+      final={'train/loss': 0.5})))
+  sweep.write_trial_hparams(trial, str(trial_dir), json.loads(
+      (trial_dir / 'summary.json').read_text()))
+  files = os.listdir(trial_dir)
+  assert [f.endswith('.hparams-session') for f in files
+          if f.startswith('events')] == [True]
+  start = session_start(trial_dir)
+  assert start.group_name == f's/{trial.name}'
+  assert start.hparams['width'].string_value == '8'
+  end = os.path.getmtime(trial_dir / 'summary.json')
+  assert start.start_time_secs == pytest.approx(end - 30.0)
 
 
 def report_events(directory):

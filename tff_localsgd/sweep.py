@@ -10,7 +10,8 @@ Output under the sweep directory:
                                   (metrics.csv, summary.json, config.json,
                                   events) and, from the sweep:
     trial.json                    {name, swept, flags, result}
-    events.out.tfevents.*.hparams the trial's HParams session: every config
+    events.out.tfevents.*.hparams-session
+                                  the trial's HParams session: every config
                                   field that changes the result, its real
                                   start and end, its final/* scalars, in the
                                   same run directory as its training scalars,
@@ -74,7 +75,7 @@ from tff_localsgd import rundir
 DONE = ('completed', 'diverged')  # a trial in one of these states is skipped
 LOGS = 'logs'
 TRIAL_JSON = 'trial.json'
-HPARAMS_SUFFIX = '.hparams'  # the event files the sweep writes
+HPARAMS_SUFFIX = '.hparams'  # older sweeps' HParams files (SESSION_SUFFIX)
 LOG_TAIL_LINES = 20
 TERM_GRACE_S = 5.0  # SIGTERM to SIGKILL, when the sweep is stopped
 POLL_S = 0.1
@@ -315,6 +316,9 @@ def sweep_index(sweep_dir: str) -> list:
 # experiment from the trials' sessions: every trial still shows.
 
 EXPERIMENT_SUFFIX = '.hparams-experiment'  # the logdir's experiment file
+# A trial's session. Sessions in HPARAMS_SUFFIX files predate it (numbers,
+# group = trial name): a rerun sweep finds none of these and rewrites them.
+SESSION_SUFFIX = '.hparams-session'
 SUITE_MARKER = 'provenance.json'  # in a reproduction suite's --out
 # Where and how a run was computed, not what: not hyperparameters.
 NOT_HPARAMS = (*config_lib.EXECUTION_FIELDS, 'root_dir', 'experiment',
@@ -327,10 +331,9 @@ _LEADING = ('width', 'local_steps', 'num_examples', 'client_lr', 'algorithm',
             'partition', 'depth', 'dataset', 'seed')
 
 
-def _hparams_files(directory):
-  """The trial's session files (or a pre-union sweep's experiment)."""
-  return glob.glob(os.path.join(directory,
-                                'events.out.tfevents.*' + HPARAMS_SUFFIX))
+def _hparams_files(directory, suffix=SESSION_SUFFIX):
+  """The event files in directory that the sweep wrote with `suffix`."""
+  return glob.glob(os.path.join(directory, 'events.out.tfevents.*' + suffix))
 
 
 def hparams_root(sweep_dir: str) -> str:
@@ -484,12 +487,13 @@ def write_trial_hparams(trial: Trial, trial_dir: str, summary: dict,
   """The trial's session in its run directory (so the dashboard joins it with
   the training scalars): its hparams, its final/* scalars, its status, and
   its real end (summary.json is written last) and start (wall_time_s before
-  it; else config.json's time). Its group name is the trial's path under the logdir
-  `root` (default hparams_root): the dashboard merges sessions that share a
-  group, and trial names repeat across sweeps."""
+  it; else config.json's time). Its group name is the trial's path under
+  the logdir `root` (default hparams_root): the dashboard merges sessions
+  that share a group, and trial names repeat across sweeps."""
   trial_dir = os.path.abspath(trial_dir)
   root = root or hparams_root(os.path.dirname(trial_dir))
-  for path in _hparams_files(trial_dir):
+  for path in (_hparams_files(trial_dir) +
+               _hparams_files(trial_dir, HPARAMS_SUFFIX)):
     os.remove(path)
   end = _mtime(os.path.join(trial_dir, rundir.SUMMARY_JSON))
   wall = recorders.to_number(summary.get('wall_time_s'))
@@ -502,7 +506,7 @@ def write_trial_hparams(trial: Trial, trial_dir: str, summary: dict,
       start_time_secs=start)
   step = int(summary.get('rounds_completed', 0))
   writer = tf.summary.create_file_writer(trial_dir,
-                                         filename_suffix=HPARAMS_SUFFIX)
+                                         filename_suffix=SESSION_SUFFIX)
   with writer.as_default():
     tf.summary.experimental.write_raw_pb(start_pb.SerializeToString(), step=0)
     for tag, value in final_metrics(trial_dir, summary).items():
