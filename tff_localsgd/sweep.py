@@ -337,10 +337,10 @@ def _hparams_files(directory, suffix=SESSION_SUFFIX):
 
 
 def hparams_root(sweep_dir: str) -> str:
-  """The logdir whose experiment holds the sweep's hparams: the sweep's
-  grandparent if it is a reproduction suite's --out (<out>/<E>/<group>/, or
-  a sweep under <out>/runs/), else its parent (benchmarks.sweep's
-  --root_dir)."""
+  """The logdir whose experiment holds the sweep's hparams: the nearer of
+  the sweep's parent and grandparent that is a reproduction suite's --out
+  (it holds provenance.json; sweeps <out>/<E>/<group>/, <out>/runs/<sweep>/),
+  else its parent (benchmarks.sweep's --root_dir)."""
   parent = os.path.dirname(os.path.abspath(os.path.expanduser(sweep_dir)))
   for directory in (parent, os.path.dirname(parent)):
     if os.path.exists(os.path.join(directory, SUITE_MARKER)):
@@ -380,6 +380,7 @@ def _value_order(value):
 
 
 def _hparam_order(name):
+  """_LEADING first, then config order, then any other name."""
   if name in _LEADING:
     return (0, _LEADING.index(name), name)
   fields = list(config_lib.FIELDS)
