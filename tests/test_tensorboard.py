@@ -30,10 +30,12 @@ from tff_localsgd.analysis import board
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--num_examples=16', '--input_dim=4', '--num_clients=2',
         '--batch_size=2', '--rounds=2', '--seeds=1']
-# Two sweeps; both hold a trial named width-8_seed-0, with other local_steps.
-SWEEPS = {'a': ['--grid=width=8,16', '--local_steps=2'],
+# Two sweeps in a reproduction suite's directory: one where the suite puts
+# its sweeps (<out>/<E>/<group>), one directly under it. Both hold a trial
+# named width-8_seed-0, with other local_steps.
+SWEEPS = {'E1/a': ['--grid=width=8,16', '--local_steps=2'],
           'b': ['--grid=width=8', '--local_steps=3']}
-TRIALS = ['a/width-16_seed-0', 'a/width-8_seed-0', 'b/width-8_seed-0']
+TRIALS = ['E1/a/width-16_seed-0', 'E1/a/width-8_seed-0', 'b/width-8_seed-0']
 SERVER_WAIT_S = 60
 ALL_STATUSES = ['STATUS_UNKNOWN', 'STATUS_SUCCESS', 'STATUS_FAILURE',
                 'STATUS_RUNNING']
@@ -175,13 +177,16 @@ def test_report_summaries_replace_the_older_ones(tmp_path):
 
 @pytest.fixture(scope='module')
 def logdir(tmp_path_factory):
-  """Two sweeps run at once under one root (so they merge in turn), and the
-  report's summaries at the root; {'root', sweep: stdout}."""
+  """Two sweeps run at once in a suite directory (so they merge in turn),
+  and the report's summaries at its root; {'root', sweep: stdout}."""
   root = tmp_path_factory.mktemp('board')
+  (root / 'provenance.json').write_text('{}')  # what makes it a suite's
   procs = {name: subprocess.Popen(
-      [sys.executable, '-m', 'benchmarks.sweep', f'--root_dir={root}',
-       f'--sweep={name}', *TINY, *flags], cwd=ROOT, stdout=subprocess.PIPE,
-      stderr=subprocess.DEVNULL, text=True) for name, flags in SWEEPS.items()}
+      [sys.executable, '-m', 'benchmarks.sweep',
+       f'--root_dir={os.path.dirname(root / name)}',
+       f'--sweep={os.path.basename(name)}', *TINY, *flags], cwd=ROOT,
+      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+           for name, flags in SWEEPS.items()}
   out = {name: p.communicate(timeout=300)[0] for name, p in procs.items()}
   assert all(p.returncode == 0 for p in procs.values()), out
   board.write_report_summaries(str(root), '| C1 | **PASS** |',
@@ -241,7 +246,7 @@ def server(request, logdir):
 
 
 def test_sweep_prints_its_trials_and_the_tensorboard_command(logdir):
-  lines = logdir['a'].splitlines()
+  lines = logdir['E1/a'].splitlines()
   assert lines[0].split() == ['trial', 'status', 'final', 'loss', 'rounds',
                               'to', 'eps']
   assert [line.split()[:2] for line in lines[1:3]] == [
@@ -264,12 +269,12 @@ def test_experiment_has_the_hparams_of_both_sweeps(server):
 
 def test_every_trial_shows_with_its_hparams_and_real_times(server, logdir):
   groups = {g['name']: g for g in session_groups(server)}
-  assert sorted(groups) == TRIALS  # b's width-8_seed-0 is not merged into a's
+  assert sorted(groups) == TRIALS  # two width-8_seed-0, not merged
   for name, group in groups.items():
     hparams = group['hparams']
     assert set(hparams) == set(config_lib.FIELDS) - set(sweep.NOT_HPARAMS)
     assert hparams['local_steps'] == ('3' if name.startswith('b/') else '2')
-    assert hparams['width'] == name.split('/')[1].split('_')[0][6:]
+    assert hparams['width'] == name.split('/')[-1].split('_')[0][6:]
     assert hparams['seed'] == '0' and hparams['num_examples'] == '16'
     trial_dir = os.path.join(logdir['root'], name)
     summary = json.load(open(os.path.join(trial_dir, 'summary.json')))
