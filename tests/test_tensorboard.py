@@ -97,13 +97,15 @@ def test_sweeps_merge_into_one_experiment_at_the_root(tmp_path):
   files = experiment_files(tmp_path)
   assert len(files) == 1 and os.path.dirname(files[0]) == str(tmp_path)
   infos = {i.name: i for i in sweep._read_experiment(files[0]).hparam_infos}
-  domain = lambda name: [sweep._value(name, v)
-                         for v in infos[name].domain_discrete.values]
+
+  def domain(name):
+    return [sweep._value(name, v) for v in infos[name].domain_discrete.values]
+
   assert domain('width') == ['8', '16', '64', '1024']  # by value, as text
   assert domain('local_steps') == ['1', '5', '10']
   assert domain('dataset') == ['synthetic']
   assert infos['width'].differs and not infos['dataset'].differs
-  assert [i for i in infos][:3] == ['width', 'local_steps', 'num_examples']
+  assert list(infos)[:3] == ['width', 'local_steps', 'num_examples']
 
 
 def test_a_suite_absorbs_the_experiment_of_its_runs_dir(tmp_path):
