@@ -5,9 +5,12 @@
 
 Every flag of benchmarks.train sets the base config; --grid=key=v1,v2,...
 (repeatable) sweeps a config field; --seeds=N runs seeds --seed ..
---seed+N-1 of each grid point. Trials run as subprocesses, --parallel at a
-time, into <root_dir>/<sweep>/<trial>/ (layout: tff_localsgd/sweep.py), named
-like width-64_local_steps-5_seed-0. Run the same command again to resume:
+--seed+N-1 of each grid point. Trials run --parallel at a time in as many
+long-lived trial processes (each imports TF and TFF once and runs trial after
+trial; a trial that fails gets its process replaced; --fresh_process: one
+benchmarks.train process per trial, the same results) into
+<root_dir>/<sweep>/<trial>/ (layout: tff_localsgd/sweep.py), named like
+width-64_local_steps-5_seed-0. Run the same command again to resume:
 completed and diverged trials are kept, the rest rerun. --experiment is not
 used (trials are named by their values).
 
@@ -47,6 +50,9 @@ flags.DEFINE_string('sweep', 'sweep', 'the sweep is written to '
                     '<root_dir>/<sweep>/')
 flags.DEFINE_float('trial_timeout_s', 0, 'kill a trial running longer than '
                    'this and record it as failed (0 = no limit)')
+flags.DEFINE_bool('fresh_process', False, 'run each trial as its own '
+                  'benchmarks.train process (imports TF and TFF per trial) '
+                  'instead of in --parallel long-lived trial processes')
 FLAGS = flags.FLAGS
 
 
@@ -127,7 +133,8 @@ def main(argv):
   try:
     results = sweep.run_sweep(trials, sweep_dir, parallel=FLAGS.parallel,
                               timeout_s=FLAGS.trial_timeout_s or None,
-                              on_progress=_Progress())
+                              on_progress=_Progress(),
+                              fresh_process=FLAGS.fresh_process)
   except sweep.Interrupted as e:
     logging.error('sweep %s %s; run the same command to resume', sweep_dir, e)
     return 128 + e.signum

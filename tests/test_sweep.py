@@ -1,10 +1,13 @@
 """Sweeps: grid expansion and validation (pure), and sweeps of tiny trials in
-subprocesses: outputs, resuming, failures, timeouts, bad input and SIGTERM.
+subprocesses: outputs, resuming, failures, timeouts, bad input and SIGTERM,
+both in long-lived trial processes (the default) and with a fresh process per
+trial (fresh_process=True), whose final weights must be the same bits.
 
-Each trial is a process that imports TF and TFF (several seconds), so the
-tests use few trials; a fake `python` (a shell script that records its
-arguments, then fails, hangs or execs the real interpreter) shows which
-trials ran."""
+A trial process imports TF and TFF (several seconds), so the tests use few
+trials. With fresh processes a fake `python` (a shell script that records
+its arguments, then fails, hangs or execs the real interpreter) shows which
+trials ran; trial workers are tests/chaos_worker.py, which records them and
+misbehaves on request."""
 
 import dataclasses
 import json
@@ -60,6 +63,28 @@ def launched(launches):
     return []
   return sorted(arg.split('=', 1)[1] for line in launches.read_text().split(
       '\n') for arg in line.split() if arg.startswith('--experiment='))
+
+
+def chaos(monkeypatch, tmp_path, **actions):
+  """Trial workers (tests/chaos_worker.py) where trial `name` does
+  actions[name]; returns the file it records launches in."""
+  launches = tmp_path / 'chaos_launches.txt'
+  monkeypatch.setenv('CHAOS', ','.join(f'{k}={v}' for k, v in
+                                       actions.items()))
+  monkeypatch.setenv('CHAOS_LAUNCHES', str(launches))
+  monkeypatch.setenv('CHAOS_PIDS', str(tmp_path / 'pids'))
+  return launches
+
+
+def chaos_launched(launches):
+  """[(pid, trial name)] in the order the trial workers were asked."""
+  if not launches.exists():
+    return []
+  return [(int(pid), name) for pid, name in
+          (line.split() for line in launches.read_text().splitlines())]
+
+
+CHAOS_WORKER = 'tests.chaos_worker'
 
 
 def tags(directory):
@@ -189,6 +214,36 @@ def test_sweep_runs_every_trial(demo):
       'train/loss']
 
 
+@pytest.fixture(scope='module')
+def demo_fresh(tmp_path_factory):
+  """The demo sweep with a fresh process per trial."""
+  root = tmp_path_factory.mktemp('root')
+  result = run_binary(root, '--sweep=demo', '--grid=width=16,32',
+                      '--grid=local_steps=2', '--seeds=2', '--parallel=2',
+                      '--fresh_process', *TINY_FLAGS, timeout=300)
+  assert result.returncode == 0, result.stderr
+  return root / 'demo'
+
+
+def test_trial_workers_reuse_processes_with_the_same_bits(demo, demo_fresh):
+  sweep_dir, _ = demo
+  pids = set()
+  for name in NAMES:
+    header = (sweep_dir / 'logs' / f'{name}.log').read_text().split('\n')[0]
+    pids.add(header.split('trial process ')[1].split(';')[0])
+    pooled, fresh = (json.loads((d / name / 'summary.json').read_text())
+                     for d in (sweep_dir, demo_fresh))
+    assert pooled['final_weights_sha256'] == fresh['final_weights_sha256']
+    assert pooled['final'] == {**fresh['final'], **{
+        k: v for k, v in pooled['final'].items() if k.startswith('system/')}}
+    assert fresh['phases_s']['startup_s'] > 0
+    assert set(pooled['phases_s']) == set(fresh['phases_s'])
+  assert len(pids) <= 2  # --parallel=2 processes ran the 4 trials
+  startups = [json.loads((sweep_dir / n / 'summary.json').read_text())[
+      'phases_s']['startup_s'] for n in NAMES]
+  assert sum(s > 0 for s in startups) == len(pids)  # a process's first trial
+
+
 def test_resume_reruns_only_unfinished_trials(demo, tmp_path):
   sweep_dir = tmp_path / 'demo'
   shutil.copytree(demo[0], sweep_dir)
@@ -205,7 +260,8 @@ def test_resume_reruns_only_unfinished_trials(demo, tmp_path):
                              [0, 1], tiny_base())
   progress = []
   results = sweep.run_sweep(trials, sweep_dir, parallel=2, python=python,
-                            on_progress=lambda *a: progress.append(a[:2]))
+                            on_progress=lambda *a: progress.append(a[:2]),
+                            fresh_process=True)
   assert launched(launches) == sorted([unfinished, interrupted])
   assert [r.name for r in results] == NAMES
   assert [r.status for r in results] == ['completed'] * 4
@@ -217,6 +273,22 @@ def test_resume_reruns_only_unfinished_trials(demo, tmp_path):
         before[name])
   assert all(row['status'] == 'completed' for row in
              sweep.sweep_index(sweep_dir))
+
+
+def test_resume_in_trial_workers_reruns_only_unfinished_trials(
+    demo, tmp_path, monkeypatch):
+  sweep_dir = tmp_path / 'demo'
+  shutil.copytree(demo[0], sweep_dir)
+  unfinished = NAMES[2]
+  (sweep_dir / unfinished / 'summary.json').unlink()
+  launches = chaos(monkeypatch, tmp_path)
+  trials = sweep.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
+                             [0, 1], tiny_base())
+  results = sweep.run_sweep(trials, sweep_dir, parallel=2,
+                            worker_module=CHAOS_WORKER)
+  assert [name for _, name in chaos_launched(launches)] == [unfinished]
+  assert [r.skipped for r in results] == [True, True, False, True]
+  assert all(r.status == 'completed' for r in results)
 
 
 def test_resume_refuses_a_sweep_of_other_flags(demo):
@@ -233,7 +305,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
       '    for i in $(seq 1 30); do echo "line $i"; done; exit 7;;\n')
   trials = sweep.expand_grid({'width': ['16', '32']}, [0], tiny_base())
   results = sweep.run_sweep(trials, tmp_path / 'sw', parallel=2,
-                            python=python)
+                            python=python, fresh_process=True)
   failed, completed = results
   assert failed.status == 'failed' and failed.returncode == 7
   assert 'exit status 7' in failed.error
@@ -243,8 +315,51 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
   assert index['width-16_seed-0']['status'] == 'failed'
   assert index['width-32_seed-0']['status'] == 'completed'
   # A failed trial is rerun on resume; the completed one is not.
-  sweep.run_sweep(trials, tmp_path / 'sw', python=python)
+  sweep.run_sweep(trials, tmp_path / 'sw', python=python, fresh_process=True)
   assert launched(launches) == ['width-16_seed-0'] * 2 + ['width-32_seed-0']
+
+
+def test_trial_that_kills_its_worker_is_recorded_and_the_sweep_goes_on(
+    tmp_path, monkeypatch):
+  launches = chaos(monkeypatch, tmp_path, **{'width-16_seed-0': 'exit'})
+  trials = sweep.expand_grid({'width': ['16', '32']}, [0], tiny_base())
+  failed, completed = sweep.run_sweep(trials, tmp_path / 'sw', parallel=2,
+                                      worker_module=CHAOS_WORKER)
+  assert failed.status == 'failed' and failed.returncode == 7
+  assert 'exit status 7' in failed.error
+  assert 'line 30' in failed.log_tail and 'line 10\n' not in failed.log_tail
+  assert completed.status == 'completed', completed.log_tail
+  chaos(monkeypatch, tmp_path)  # now it behaves: the rerun completes it
+  sweep.run_sweep(trials, tmp_path / 'sw', worker_module=CHAOS_WORKER)
+  assert [name for _, name in chaos_launched(launches)].count(
+      'width-16_seed-0') == 2
+  assert sweep.sweep_index(tmp_path / 'sw')[0]['status'] == 'completed'
+
+
+def test_failed_trial_retires_its_worker_and_the_next_reuses_one(
+    tmp_path, monkeypatch):
+  launches = chaos(monkeypatch, tmp_path, **{'width-16_seed-0': 'raise'})
+  trials = sweep.expand_grid({'width': ['16', '24', '32']}, [0], tiny_base())
+  results = sweep.run_sweep(trials, tmp_path / 'sw',
+                            worker_module=CHAOS_WORKER)
+  assert [r.status for r in results] == ['failed', 'completed', 'completed']
+  assert results[0].returncode == 1 and 'chaos: raise' in results[0].error
+  assert 'line 30' in results[0].log_tail
+  assert 'RuntimeError' in results[0].log_tail
+  (first, _), (second, _), (third, _) = chaos_launched(launches)
+  assert first != second == third  # a fresh process after the failure
+
+
+def test_hung_trial_in_a_worker_is_killed_with_its_group(tmp_path,
+                                                         monkeypatch):
+  chaos(monkeypatch, tmp_path, **{'seed-1': 'hang'})
+  trials = sweep.expand_grid({}, [0, 1], tiny_base())
+  before, hung = sweep.run_sweep(trials, tmp_path / 'sw', timeout_s=30,
+                                 worker_module=CHAOS_WORKER)
+  assert before.status == 'completed', before.log_tail
+  assert hung.status == 'failed' and 'timed out' in hung.error
+  pids = [int(p) for p in (tmp_path / 'pids').read_text().split()]
+  assert not wait_gone(pids, 10)
 
 
 def test_hung_trial_is_killed_with_its_process_group(tmp_path):
@@ -254,7 +369,7 @@ def test_hung_trial_is_killed_with_its_process_group(tmp_path):
   trials = sweep.expand_grid({}, [0], tiny_base())
   start = time.monotonic()
   [result] = sweep.run_sweep(trials, tmp_path / 'sw', python=python,
-                             timeout_s=2)
+                             timeout_s=2, fresh_process=True)
   assert time.monotonic() - start < 30
   assert result.status == 'failed' and 'timed out' in result.error
   assert not wait_gone([int(p) for p in pids.read_text().split()], 10)
@@ -271,11 +386,12 @@ def test_binary_bad_input_exits_2_and_writes_nothing(tmp_path, args, flag):
   assert not (tmp_path / 'root').exists()
 
 
-def test_sigterm_stops_every_trial(tmp_path):
+@pytest.mark.parametrize('mode', [[], ['--fresh_process']])
+def test_sigterm_stops_every_trial(tmp_path, mode):
   proc = subprocess.Popen(
       [sys.executable, '-m', 'benchmarks.sweep', f'--root_dir={tmp_path}',
        '--sweep=long', '--grid=width=16,32', '--parallel=2',
-       *TINY_FLAGS[:-1], '--rounds=100000'],
+       *TINY_FLAGS[:-1], '--rounds=100000', *mode],
       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   try:
     deadline = time.monotonic() + 150

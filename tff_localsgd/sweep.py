@@ -1,11 +1,13 @@
-"""Sweeps: a grid of experiments, each trained by `benchmarks.train` in a
-subprocess of its own, resumable, with TensorBoard HParams summaries.
+"""Sweeps: a grid of experiments, each trained as `benchmarks.train` would
+into a directory of its own, in long-lived trial processes (or a fresh
+process per trial), resumable, with TensorBoard HParams summaries.
 
   trials = expand_grid({'width': ['64', '256']}, seeds=[0, 1], base_flags={})
   results = run_sweep(trials, 'runs/demo', parallel=2)
 
 Output under the sweep directory:
   logs/<trial>.log                the trial's stdout and stderr
+  logs/processes.log              trial processes' output between trials
   <trial>/                        the training binary's run directory
                                   (metrics.csv, summary.json, config.json,
                                   events) and, from the sweep:
@@ -23,8 +25,13 @@ reproduction suite's --out):
                                   every sweep under the root: each sweep
                                   merges its hparams into it
 
-Each trial runs in its own process group (a crashed or hung trial cannot take
-the sweep down, and killing the group stops it). A trial whose summary.json
+Trials run in `parallel` trial processes (benchmarks.trial_worker), each in
+its own process group, which import TensorFlow and TFF once and train trial
+after trial (a crashed or hung trial cannot take the sweep down, and killing
+the group stops it); a process whose trial did not complete or diverge is
+replaced by a fresh one. With fresh_process=True each trial is its own
+`benchmarks.train` process instead; the results are the same bits (tested).
+A trial whose summary.json
 says completed or diverged is done and is skipped when the sweep is run
 again; a trial in any other state is rerun from scratch. A trial that fails
 (an exit status other than 0 or 3, or a timeout) is recorded as failed with
@@ -88,6 +95,8 @@ _DIAGNOSTICS = ('drift/grad_diff_rel', 'lazy/weight_change_rel',
                 'lazy/activation_flip_frac')
 ConfigError = config_lib.ConfigError
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER_MODULE = 'benchmarks.trial_worker'  # a long-lived trial process
+PROCESSES_LOG = 'processes.log'  # in logs/: trial processes between trials
 
 # Runs first in each trial process, then execs the trial: the kernel SIGKILLs
 # the trial when the sweep dies, even by SIGKILL (the setting survives exec).
@@ -552,49 +561,50 @@ def _log_tail(path, lines=LOG_TAIL_LINES) -> str:
 
 
 def _signal_group(proc, sig):
-  """Signals the trial's process group (its pgid is its pid)."""
+  """Signals the process group of `proc` (its pgid is its pid)."""
   try:
     os.killpg(proc.pid, sig)
   except (ProcessLookupError, PermissionError):
     pass  # the group is gone
 
 
-class _Running:
-  """A trial's subprocess, in a new session (so a process group) of its own."""
+def _launch(python, args, **popen_args) -> subprocess.Popen:
+  """`python args` through _LAUNCHER, in a new session (process group)."""
+  env = dict(os.environ)
+  # benchmarks/ importable from any working directory; relative paths in
+  # flags (--data_dir) still mean what they meant to the caller.
+  env['PYTHONPATH'] = os.pathsep.join(
+      p for p in (_REPO, env.get('PYTHONPATH')) if p)
+  return subprocess.Popen(
+      [sys.executable, '-c', _LAUNCHER, str(os.getpid()), python, *args],
+      env=env, start_new_session=True, **popen_args)
 
-  def __init__(self, trial, sweep_dir, python, timeout_s):
+
+def _train_args(trial, sweep_dir) -> list:
+  """benchmarks.train's arguments for the trial: its directory, from scratch."""
+  return ['-m', 'benchmarks.train', f'--root_dir={sweep_dir}',
+          f'--experiment={trial.name}', *trial.flags, '--overwrite']
+
+
+class _Trial:
+  """A started trial: its directory (cleared: whatever an earlier attempt
+  left is not a result), trial.json, its log and deadline. Subclasses run it
+  in a process of its own (_Running) or in a trial worker (_Pooled)."""
+
+  def __init__(self, trial, sweep_dir, timeout_s):
     self.trial = trial
     self.dir = os.path.join(sweep_dir, trial.name)
     self.log_path = os.path.join(sweep_dir, LOGS, f'{trial.name}.log')
-    # From scratch: whatever an earlier attempt left is not a result.
     rundir.RunDir(path=self.dir).clear()
     os.makedirs(self.dir, exist_ok=True)
     _write_trial_json(trial, self.dir)
-    command = [python, '-m', 'benchmarks.train', f'--root_dir={sweep_dir}',
-               f'--experiment={trial.name}', *trial.flags, '--overwrite']
-    env = dict(os.environ)
-    # benchmarks/ importable from any working directory; relative paths in
-    # flags (--data_dir) still mean what they meant to the caller.
-    env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (_REPO, env.get('PYTHONPATH')) if p)
-    self.log = open(self.log_path, 'wb')
-    self.log.write(('$ ' + ' '.join(command) + '\n').encode())
-    self.log.flush()
     self.start = time.monotonic()
     self.deadline = self.start + timeout_s if timeout_s else math.inf
-    try:
-      self.proc = subprocess.Popen(
-          [sys.executable, '-c', _LAUNCHER, str(os.getpid()), *command],
-          stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-          env=env, start_new_session=True)
-    except BaseException:
-      self.log.close()
-      raise
 
   def result(self, timed_out=False) -> TrialResult:
     """The outcome of the finished (or killed) trial."""
-    self.log.close()
-    rc = self.proc.returncode
+    self.close()
+    rc = self.returncode
     summary = recorders.read_json(os.path.join(self.dir, 'summary.json'))
     status = (summary or {}).get('status')
     expected = {0: 'completed', 3: 'diverged'}.get(rc)
@@ -607,9 +617,166 @@ class _Running:
     elif expected:
       error = f'exit status {rc} but summary.json says {status!r}'
     else:
-      error = f'exit status {rc}'
+      error = f'exit status {rc}' + (f': {self.error}' if self.error else '')
     return TrialResult(status='failed', error=error,
                        log_tail=_log_tail(self.log_path), **common)
+
+  def kill(self):
+    """SIGKILL to the trial's process group (hung: no grace)."""
+    _signal_group(self.proc, signal.SIGKILL)
+    self.proc.wait()
+
+  def close(self):
+    pass
+
+
+class _Running(_Trial):
+  """A trial as `benchmarks.train` in a process of its own."""
+
+  error = ''
+
+  def __init__(self, trial, sweep_dir, python, timeout_s):
+    super().__init__(trial, sweep_dir, timeout_s)
+    args = _train_args(trial, sweep_dir)
+    self.log = open(self.log_path, 'wb')
+    self.log.write(('$ ' + ' '.join([python, *args]) + '\n').encode())
+    self.log.flush()
+    try:
+      self.proc = _launch(python, args, stdin=subprocess.DEVNULL,
+                          stdout=self.log, stderr=subprocess.STDOUT)
+    except BaseException:
+      self.log.close()
+      raise
+
+  def finished(self) -> bool:
+    return self.proc.poll() is not None
+
+  @property
+  def returncode(self):
+    return self.proc.returncode
+
+  def close(self):
+    self.log.close()
+
+
+class _Worker:
+  """A long-lived trial process (benchmarks.trial_worker; protocol in
+  tff_localsgd/trial_worker.py) in a process group of its own; its output
+  between trials goes to logs/processes.log."""
+
+  def __init__(self, sweep_dir, python, module):
+    with open(os.path.join(sweep_dir, LOGS, PROCESSES_LOG), 'ab') as log:
+      self.proc = _launch(python, ['-m', module], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=log)
+    os.set_blocking(self.proc.stdout.fileno(), False)
+    self._buffer = b''
+    self.trials = 0  # started in this process
+
+  def send(self, request: dict):
+    self.trials += 1
+    try:
+      self.proc.stdin.write((json.dumps(request) + '\n').encode())
+      self.proc.stdin.flush()
+    except BrokenPipeError:
+      pass  # it died: finished() sees its exit status
+
+  def reply(self):
+    """The next reply if one has arrived (non-blocking), else None."""
+    try:
+      self._buffer += self.proc.stdout.read() or b''
+    except (OSError, ValueError):
+      pass
+    line, sep, rest = self._buffer.partition(b'\n')
+    if not sep:
+      return None
+    self._buffer = rest
+    return json.loads(line)
+
+  def close(self):
+    """EOF on stdin ends an idle worker; SIGKILL whatever is left."""
+    try:
+      self.proc.stdin.close()
+      self.proc.wait(timeout=TERM_GRACE_S)
+    except (BrokenPipeError, subprocess.TimeoutExpired):
+      pass
+    _signal_group(self.proc, signal.SIGKILL)
+    self.proc.wait()
+    self.proc.stdout.close()
+
+
+class _Pooled(_Trial):
+  """A trial sent to a trial worker."""
+
+  def __init__(self, trial, sweep_dir, worker, timeout_s):
+    super().__init__(trial, sweep_dir, timeout_s)
+    self.worker, self.proc = worker, worker.proc
+    self._reply = None
+    with open(self.log_path, 'wb') as log:  # the worker appends to it
+      log.write(f'# trial {worker.trials + 1} of trial process '
+                f'{self.proc.pid}; the same as:\n$ {sys.executable} '
+                f'{" ".join(_train_args(trial, sweep_dir))}\n'.encode())
+    config = {**trial_config(trial), 'root_dir': sweep_dir,
+              'experiment': trial.name}
+    worker.send(dict(name=trial.name, config=config, log=self.log_path))
+
+  def finished(self) -> bool:
+    self._reply = self._reply or self.worker.reply()
+    if self._reply is None and self.proc.poll() is not None:
+      self._reply = self.worker.reply()  # written just before it exited
+    return self._reply is not None or self.proc.returncode is not None
+
+  @property
+  def returncode(self):
+    return self._reply['exit_code'] if self._reply else self.proc.returncode
+
+  @property
+  def error(self) -> str:
+    return (self._reply or {}).get('error', '')
+
+
+class _FreshProcesses:
+  """Each trial in a new `benchmarks.train` process (fresh_process=True)."""
+
+  def __init__(self, sweep_dir, python, timeout_s):
+    self.sweep_dir, self.python, self.timeout_s = sweep_dir, python, timeout_s
+
+  def start(self, trial) -> _Trial:
+    return _Running(trial, self.sweep_dir, self.python, self.timeout_s)
+
+  def done(self, running, result):
+    del running, result
+
+  def close(self):
+    pass
+
+
+class _Pool:
+  """Trial workers, one per running trial, reused trial after trial; one
+  whose trial did not complete or diverge (failed, timed out, killed) is
+  retired, and the next trial gets a fresh one."""
+
+  def __init__(self, sweep_dir, python, timeout_s, module):
+    self.sweep_dir, self.python, self.timeout_s = sweep_dir, python, timeout_s
+    self.module = module
+    self.idle = []
+
+  def start(self, trial) -> _Trial:
+    worker = (self.idle.pop() if self.idle else
+              _Worker(self.sweep_dir, self.python, self.module))
+    return _Pooled(trial, self.sweep_dir, worker, self.timeout_s)
+
+  def done(self, running, result):
+    """Takes the trial's worker back, or retires it (result None: the trial
+    was stopped with the sweep)."""
+    if (result is not None and result.status in DONE and
+        running.proc.poll() is None):
+      self.idle.append(running.worker)
+    else:
+      running.worker.close()
+
+  def close(self):
+    while self.idle:
+      self.idle.pop().close()
 
 
 def _stop_all(running):
@@ -627,7 +794,7 @@ def _stop_all(running):
     for r in running:
       _signal_group(r.proc, signal.SIGKILL)  # also any straggler in the group
       r.proc.wait()
-      r.log.close()
+      r.close()
 
 
 class _SignalFlag:
@@ -656,7 +823,7 @@ class _SignalFlag:
       signal.signal(sig, handler)
 
 
-def _record_interrupted(r: _Running):
+def _record_interrupted(r: _Trial):
   try:
     os.makedirs(r.dir, exist_ok=True)  # the trial may have been removing it
     _write_trial_json(r.trial, r.dir, TrialResult(
@@ -666,7 +833,7 @@ def _record_interrupted(r: _Running):
     logging.warning('could not record trial %s: %s', r.trial.name, e)
 
 
-def _finish(running: _Running, timed_out=False) -> TrialResult:
+def _finish(running: _Trial, timed_out=False) -> TrialResult:
   result = running.result(timed_out)
   _write_trial_json(running.trial, running.dir, result)
   if result.status in DONE:
@@ -697,7 +864,20 @@ def _done_before(trials, sweep_dir, record) -> list:
   return pending
 
 
-def _run_pending(pending, sweep_dir, parallel, python, timeout_s, record):
+def _poll(running, launcher, record):
+  """Finishes the running trials that are done or past their deadline."""
+  for r in list(running):
+    timed_out = not r.finished() and time.monotonic() > r.deadline
+    if timed_out:
+      r.kill()
+    if r.finished():
+      running.remove(r)
+      result = _finish(r, timed_out)
+      launcher.done(r, result)
+      record(result)
+
+
+def _run_pending(pending, parallel, launcher, record):
   """Runs the pending trials, at most `parallel` at a time."""
   running = []
   with _SignalFlag() as stop:
@@ -705,16 +885,8 @@ def _run_pending(pending, sweep_dir, parallel, python, timeout_s, record):
       while pending or running:
         stop.check()
         while pending and len(running) < parallel:
-          running.append(_Running(pending.pop(0), sweep_dir, python,
-                                  timeout_s))
-        for r in list(running):
-          timed_out = r.proc.poll() is None and time.monotonic() > r.deadline
-          if timed_out:
-            _signal_group(r.proc, signal.SIGKILL)  # hung: no grace
-            r.proc.wait()
-          if r.proc.returncode is not None:
-            running.remove(r)
-            record(_finish(r, timed_out))
+          running.append(launcher.start(pending.pop(0)))
+        _poll(running, launcher, record)
         time.sleep(POLL_S)
     finally:
       if running:
@@ -722,22 +894,31 @@ def _run_pending(pending, sweep_dir, parallel, python, timeout_s, record):
         _stop_all(running)
         for r in running:  # the record the index sees; a rerun redoes it
           _record_interrupted(r)
+          launcher.done(r, None)
+      launcher.close()
 
 
 def run_sweep(trials, sweep_dir: str, *, parallel: int = 1,
               python: str = sys.executable, timeout_s: float | None = None,
-              on_progress=None) -> list:
+              on_progress=None, fresh_process: bool = False,
+              worker_module: str = WORKER_MODULE) -> list:
   """Runs the trials not done yet, at most `parallel` at a time.
 
-  Each trial is `python -m benchmarks.train --root_dir=<sweep_dir>
-  --experiment=<name> <flags> --overwrite` in its own process group; its
-  output goes to <sweep_dir>/logs/<name>.log. A trial running longer than
-  timeout_s seconds is killed (its whole group) and recorded as failed.
-  on_progress(done, total, result) is called after each trial, skipped ones
-  included. Returns a TrialResult per trial, in the order of `trials`.
-  Raises ConfigError (check_resumable; rundir.BusyError if another process
-  runs the same sweep) before anything runs, and `Interrupted` on
-  SIGINT/SIGTERM once no trial of the sweep is left running.
+  Each trial writes <sweep_dir>/<name>/ as `python -m benchmarks.train
+  --root_dir=<sweep_dir> --experiment=<name> <flags> --overwrite` would,
+  with its output in <sweep_dir>/logs/<name>.log. By default it runs in one
+  of `parallel` long-lived trial processes (`python -m worker_module`), each
+  in its own process group, which run trial after trial and so import
+  TensorFlow and TFF once; a trial that fails, times out or kills its
+  process gets its process retired, and the next trial a fresh one.
+  fresh_process: run each trial as that benchmarks.train command instead.
+  A trial running longer than timeout_s seconds is killed (its whole group)
+  and recorded as failed. on_progress(done, total, result) is called after
+  each trial, skipped ones included. Returns a TrialResult per trial, in the
+  order of `trials`. Raises ConfigError (check_resumable; rundir.BusyError
+  if another process runs the same sweep) before anything runs, and
+  `Interrupted` on SIGINT/SIGTERM once no trial of the sweep is left
+  running.
   """
   if parallel < 1:
     raise ValueError(f'parallel must be >= 1, got {parallel}')
@@ -756,5 +937,7 @@ def run_sweep(trials, sweep_dir: str, *, parallel: int = 1,
     os.makedirs(os.path.join(sweep_dir, LOGS), exist_ok=True)
     write_hparams_config(trials, sweep_dir)
     pending = _done_before(trials, sweep_dir, record)
-    _run_pending(pending, sweep_dir, parallel, python, timeout_s, record)
+    launcher = (_FreshProcesses(sweep_dir, python, timeout_s) if fresh_process
+                else _Pool(sweep_dir, python, timeout_s, worker_module))
+    _run_pending(pending, parallel, launcher, record)
   return [results[t.name] for t in trials]

@@ -10,6 +10,8 @@ the test loss) and, on diagnostic rounds, measures the averaged model. Round
 finite is the last one yielded: the run diverged.
 """
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -214,7 +216,8 @@ class _Round:
     return RoundResult(t, weights, metrics, histograms, step_rows)
 
 
-def rounds(setup: Setup, start=None, log_path=None, prediction=None):
+def rounds(setup: Setup, start=None, log_path=None, prediction=None,
+           phases=None):
   """Yields RoundResult for round 0 (unless resuming) and rounds 1..T.
 
   start: (t0, w^{t0}) to resume after round t0: the weights are all the
@@ -223,9 +226,16 @@ def rounds(setup: Setup, start=None, log_path=None, prediction=None):
   log_path: where the TFF worker writes its output. prediction: the run's
   theory.Prediction, recorded as theory/* (Setup.predict). Stops after a
   diverged round. The engine is up while the generator is; close() stops it.
+  phases: a dict that gets the seconds spent building the TFF computations
+  (trace_s) and starting the engine (engine_s).
   """
+  phases = {} if phases is None else phases
+  tick = time.perf_counter()
   one = _Round(setup, prediction)
+  phases['trace_s'] = time.perf_counter() - tick
+  tick = time.perf_counter()
   with engines.engine(setup.config, log_path=log_path):
+    phases['engine_s'] = time.perf_counter() - tick
     if start is None:
       result = one.initial()
       yield result
@@ -273,6 +283,44 @@ class _Progress:
                  total, loss_text, round_time, eta)
 
 
+class _Phases:
+  """Seconds by phase of one run, summary.json's phases_s: start-up and data
+  (given by the caller), theory (the prediction), trace (building the TFF
+  computations), engine (starting and stopping it), rounds and diagnostics
+  (system/round_time_s and system/diag_time_s summed), evaluation (the rest
+  of producing the rounds: F(w^t), the first calls' compilation), writing
+  (the RunDir). The keys sum to the run's time in this process."""
+
+  ORDER = ('startup_s', 'data_s', 'theory_s', 'trace_s', 'engine_s',
+           'rounds_s', 'diagnostics_s', 'evaluation_s', 'writing_s')
+
+  def __init__(self, given=None):
+    self.seconds = collections.Counter(given or {})
+    self.stream = {}  # rounds() sets trace_s and engine_s (its start)
+
+  @contextlib.contextmanager
+  def timed(self, name):
+    tick = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.seconds[name] += time.perf_counter() - tick
+
+  def add_round(self, metrics):
+    self.seconds['rounds_s'] += metrics.get(TIMING_PREFIX + 'round_time_s', 0)
+    self.seconds['diagnostics_s'] += metrics.get(
+        TIMING_PREFIX + 'diag_time_s', 0)
+
+  def to_dict(self) -> dict:
+    seconds = self.seconds + collections.Counter(self.stream)
+    inside = sum(seconds[k] for k in ('trace_s', 'rounds_s',
+                                      'diagnostics_s'))
+    # compute_s: waiting for rounds(); the engine's stop is timed apart.
+    seconds['evaluation_s'] = max(0.0, seconds['compute_s'] - inside -
+                                  self.stream.get('engine_s', 0))
+    return {k: float(seconds[k]) for k in self.ORDER}
+
+
 class RecordedRun:
   """rounds() written into the config's RunDir, resuming it:
 
@@ -283,22 +331,27 @@ class RecordedRun:
 
   `stop` (a threading.Event) ends the run at the next round boundary, after
   a checkpoint. run_dir: the config's RunDir if the caller has one (it is
-  closed at the end). Iterating raises recorders.CheckpointError for an
+  closed at the end). phases: seconds the caller spent on the run before
+  (startup_s, data_s), recorded with the run's own in summary.json's
+  phases_s (_Phases). Iterating raises recorders.CheckpointError for an
   unreadable checkpoint and rundir.BusyError if another process writes the
   directory.
   """
 
-  def __init__(self, setup: Setup, stop=None, run_dir=None):
+  def __init__(self, setup: Setup, stop=None, run_dir=None, phases=None):
     self.setup, self.stop = setup, stop
     self.run_dir = run_dir or rundir_lib.RunDir(setup.config)
     self.summary = {}
     self.prediction = None
+    self.phases = _Phases(phases)
 
   def __iter__(self):
     run_dir, tick = self.run_dir, time.perf_counter()
     run_dir.lock()
     try:
-      start = run_dir.open([w.shape for w in self.setup.spec.initial_weights])
+      with self.phases.timed('writing_s'):
+        start = run_dir.open([w.shape for w in
+                              self.setup.spec.initial_weights])
       self.summary = self._summary_start(start)
       last = yield from self._record(start)
       self._finish(start, last)
@@ -310,6 +363,7 @@ class RecordedRun:
     finally:
       if self.summary:
         self.summary['wall_time_s'] = time.perf_counter() - tick
+        self.summary['phases_s'] = self.phases.to_dict()
         run_dir.write_summary(self.summary)
       run_dir.close()
 
@@ -318,6 +372,7 @@ class RecordedRun:
     tick = time.perf_counter()
     self.prediction, why_not = self.setup.predict()
     theory_s = time.perf_counter() - tick
+    self.phases.seconds['theory_s'] += theory_s
     if why_not:
       logging.info('no theory/* prediction: %s', why_not)
     summary = dict(status='running', rounds_completed=0,
@@ -342,12 +397,20 @@ class RecordedRun:
   def _record(self, start):
     """Writes and yields each round; returns the last one (None if none)."""
     config, progress, last = self.setup.config, _Progress(self.setup), None
+    phases = self.phases
     stream = rounds(self.setup, start,
                     log_path=self.run_dir.file(rundir_lib.WORKER_LOG),
-                    prediction=self.prediction)
+                    prediction=self.prediction, phases=phases.stream)
     try:
-      for last in stream:
-        self.run_dir.write(last)
+      while True:
+        with phases.timed('compute_s'):
+          result = next(stream, None)
+        if result is None:
+          break
+        last = result
+        phases.add_round(last.metrics)
+        with phases.timed('writing_s'):
+          self.run_dir.write(last)
         progress.log(last)
         self.summary['rounds_completed'] = last.round
         if last.round == 0:
@@ -356,7 +419,8 @@ class RecordedRun:
         if last.round and self._after_round(last):
           break
     finally:
-      stream.close()  # stops the engine
+      with phases.timed('engine_s'):
+        stream.close()  # stops the engine
     return last
 
   def _after_round(self, last) -> bool:
@@ -369,12 +433,14 @@ class RecordedRun:
       return True
     if self.stop is not None and self.stop.is_set():
       self.summary['status'] = 'interrupted'
-      self.run_dir.checkpoint(t, last.weights, self.summary)
+      with self.phases.timed('writing_s'):
+        self.run_dir.checkpoint(t, last.weights, self.summary)
       logging.warning('stopped after round %d; rerun the same command to '
                       'resume', t)
       return True
     if config.checkpoint_every and t % config.checkpoint_every == 0:
-      self.run_dir.checkpoint(t, last.weights, self.summary)
+      with self.phases.timed('writing_s'):
+        self.run_dir.checkpoint(t, last.weights, self.summary)
     return False
 
   def _finish(self, start, last):
@@ -385,9 +451,9 @@ class RecordedRun:
     self.summary['final_weights_sha256'] = weights_digest(weights)
 
 
-def run(setup: Setup, stop=None, run_dir=None) -> dict:
+def run(setup: Setup, stop=None, run_dir=None, phases=None) -> dict:
   """Runs a RecordedRun to its end; returns its summary."""
-  recorded = RecordedRun(setup, stop, run_dir)
+  recorded = RecordedRun(setup, stop, run_dir, phases)
   for _ in recorded:
     pass
   return recorded.summary

@@ -1,0 +1,113 @@
+"""A sweep's trial worker: one long-lived process that trains trial after
+trial (trainer.train, as `benchmarks.train --overwrite` does), so TensorFlow's
+and TFF's import is paid once per process instead of once per trial.
+
+    python -m benchmarks.trial_worker    # started by tff_localsgd/sweep.py
+
+Protocol, one JSON object per line:
+  stdin   {"name": ..., "config": {every ExperimentConfig field}, "log": path}
+  stdout  {"name": ..., "exit_code": n, "error": "..."} once the trial is done
+While a trial runs, file descriptors 1 and 2 point at its log (appended);
+between trials, at the process's stderr. Exit codes are benchmarks.train's:
+0 completed, 3 diverged, 2 bad input, 1 an exception, 130 stopped. After a
+trial that neither completed nor diverged the process exits with its code,
+so the sweep runs the next trial in a fresh process and nothing a failed
+trial left behind is reused. SIGINT/SIGTERM during a trial stop it after its
+round with a checkpoint (as benchmarks.train), then the process exits 130;
+between trials they end the process at once. EOF on stdin: exit 0.
+"""
+
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+
+from tff_localsgd import config as config_lib
+from tff_localsgd import trainer
+
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+
+
+class _Signals:
+  """SIGINT/SIGTERM: during a trial, trainer.stop_on_signals' stop (finish
+  the round, checkpoint); between trials, KeyboardInterrupt at once."""
+
+  def __init__(self):
+    self.stop = threading.Event()
+    self.busy = False
+    trainer.stop_on_signals(self.stop)
+    self._trial_handler = signal.getsignal(signal.SIGTERM)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    if not self.busy:
+      raise KeyboardInterrupt
+    self._trial_handler(signum, frame)
+
+
+def train_trial(request: dict, stop: threading.Event,
+                startup_s: float) -> int:
+  """Trains the request's config into its run directory, from scratch; the
+  exit code benchmarks.train would return. Raises trainer.BadInput."""
+  config = config_lib.ExperimentConfig(**request['config'])
+  outcome = trainer.train(config, overwrite=True, stop=stop,
+                          startup_s=startup_s)
+  return outcome.exit_code
+
+
+def _into(fd: int):
+  """Points file descriptors 1 and 2 at `fd` (flushing Python's first)."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.dup2(fd, 1)
+  os.dup2(fd, 2)
+
+
+def _run_one(run_trial, request, signals, startup_s) -> tuple:
+  """(exit code, error) of one trial, its output in its log."""
+  home = os.dup(2)
+  log_fd = os.open(request['log'], os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                   0o666)
+  _into(log_fd)
+  os.close(log_fd)
+  signals.busy = True
+  try:
+    return run_trial(request, signals.stop, startup_s), ''
+  except trainer.BadInput as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_BAD_INPUT, str(e)
+  except Exception as e:  # pylint: disable=broad-except
+    traceback.print_exc()
+    return EXIT_ERROR, repr(e)
+  finally:
+    signals.busy = False
+    _into(home)
+    os.close(home)
+
+
+def serve(run_trial=train_trial) -> int:
+  """Runs the trials stdin asks for until EOF; the process's exit code.
+
+  run_trial(request, stop, startup_s) -> exit code: train_trial, or a
+  test's wrapper of it.
+  """
+  replies = os.fdopen(os.dup(1), 'w', buffering=1)
+  os.dup2(2, 1)  # stray prints between trials: the process's stderr
+  signals = _Signals()
+  startup_s = trainer.process_age_s()  # the first trial pays for it
+  try:
+    for line in sys.stdin:
+      request = json.loads(line)
+      code, error = _run_one(run_trial, request, signals, startup_s)
+      startup_s = 0.0
+      replies.write(json.dumps(dict(name=request['name'], exit_code=code,
+                                    error=error)) + '\n')
+      if code not in trainer.EXIT_CODES.values() or signals.stop.is_set():
+        return code or trainer.EXIT_STOPPED
+  except KeyboardInterrupt:
+    return trainer.EXIT_STOPPED
+  return 0
