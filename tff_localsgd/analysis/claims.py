@@ -343,12 +343,16 @@ def _final_points(runs, column):
   return out
 
 
-def _lazy_group_verdict(runs, column, predicted):
-  """(verdict, fit or None, why) of one group's slope against the band."""
-  diverged = [r.name for r in runs if r.status == 'diverged']
-  if diverged:
-    return 'INCONCLUSIVE', None, f'diverged: {", ".join(diverged)}'
-  fit, why = _seed_fit(_final_points(runs, column))
+def _lazy_group_verdict(runs, group, column, predicted):
+  """(verdict, fit or None, why) of one E1 group's slope against the band;
+  a group with a diverged or unfinished (failed, missing) trial has none."""
+  members = [r for r in runs if r.experiment == 'E1_width' and
+             r.group == group]
+  broken = [f'{r.name} {r.status}' for r in members
+            if r.status != 'completed']
+  if broken:
+    return 'INCONCLUSIVE', None, f'{len(broken)} trials ' + ', '.join(broken)
+  fit, why = _seed_fit(_final_points(members, column))
   if fit is None:
     return 'INCONCLUSIVE', None, why
   return (fits.interval_verdict(fit, predicted - LAZY_TOLERANCE,
@@ -365,11 +369,10 @@ def _lazy_claim(runs, claim_id, text, column, predicted):
                f't-interval inside {predicted:+.2f} +- {LAZY_TOLERANCE} (FAIL '
                f'if outside), and the same criterion must not pass on the '
                f'catapult control (client_lr {suite_lib.CATAPULT_CLIENT_LR:g}, '
-               'non-lazy, suite.py); a control that diverged or passes '
-               'leaves the claim INCONCLUSIVE')
-  lazy = _lazy_group_verdict(_lazy_e1(runs), column, predicted)
-  control = _lazy_group_verdict(_runs(runs, 'E1_width', 'catapult'), column,
-                                predicted)
+               'non-lazy, suite.py); a control with a diverged or unfinished '
+               'trial, or one that passes, leaves the claim INCONCLUSIVE')
+  lazy = _lazy_group_verdict(runs, 'lazy', column, predicted)
+  control = _lazy_group_verdict(runs, 'catapult', column, predicted)
   stat = f'lazy: {_fmt_group(lazy)}; control: {_fmt_group(control)}'
   if lazy[0] != 'PASS':
     verdict = lazy[0]
