@@ -238,6 +238,10 @@ def test_trial_workers_reuse_processes_with_the_same_bits(demo, demo_fresh):
         k: v for k, v in pooled['final'].items() if k.startswith('system/')}}
     assert fresh['phases_s']['startup_s'] > 0
     assert set(pooled['phases_s']) == set(fresh['phases_s'])
+    files = [sorted(p.name for p in (d / name).iterdir()
+                    if not p.name.startswith('events.'))
+             for d in (sweep_dir, demo_fresh)]
+    assert files[0] == files[1] and 'worker.log' in files[0]
   assert len(pids) <= 2  # --parallel=2 processes ran the 4 trials
   startups = [json.loads((sweep_dir / n / 'summary.json').read_text())[
       'phases_s']['startup_s'] for n in NAMES]

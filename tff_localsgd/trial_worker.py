@@ -1,6 +1,7 @@
 """A sweep's trial worker: one long-lived process that trains trial after
 trial (trainer.train, as `benchmarks.train --overwrite` does), so TensorFlow's
-and TFF's import is paid once per process instead of once per trial.
+and TFF's import, and the native engine's TFF worker (native.kept_worker),
+are paid once per process instead of once per trial.
 
     python -m benchmarks.trial_worker    # started by tff_localsgd/sweep.py
 
@@ -17,6 +18,7 @@ round with a checkpoint (as benchmarks.train), then the process exits 130;
 between trials they end the process at once. EOF on stdin: exit 0.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +27,9 @@ import threading
 import traceback
 
 from tff_localsgd import config as config_lib
+from tff_localsgd import engines
 from tff_localsgd import trainer
+from tff_localsgd.engines import native
 
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -89,6 +93,33 @@ def _run_one(run_trial, request, signals, startup_s) -> tuple:
     os.close(home)
 
 
+def _native(request) -> bool:
+  """Whether the request's trial runs on the native engine."""
+  return engines.resolve(config_lib.ExperimentConfig(
+      **request['config'])) == 'native'
+
+
+def _serve(run_trial, replies, signals, kept) -> int:
+  """The request loop of serve(); kept: an ExitStack that keeps one native
+  TFF worker for every trial once a trial needs one."""
+  first, keeping = True, False
+  for line in sys.stdin:
+    request = json.loads(line)
+    if not keeping and _native(request):
+      kept.enter_context(native.kept_worker())  # its output: our stderr
+      keeping = True
+    # The first trial pays for the process's start-up (the first request
+    # is sent as the process starts: no idle time in it).
+    startup_s = trainer.process_age_s() if first else 0.0
+    first = False
+    code, error = _run_one(run_trial, request, signals, startup_s)
+    replies.write(json.dumps(dict(name=request['name'], exit_code=code,
+                                  error=error)) + '\n')
+    if code not in trainer.EXIT_CODES.values() or signals.stop.is_set():
+      return code or trainer.EXIT_STOPPED
+  return 0
+
+
 def serve(run_trial=train_trial) -> int:
   """Runs the trials stdin asks for until EOF; the process's exit code.
 
@@ -98,16 +129,8 @@ def serve(run_trial=train_trial) -> int:
   replies = os.fdopen(os.dup(1), 'w', buffering=1)
   os.dup2(2, 1)  # stray prints between trials: the process's stderr
   signals = _Signals()
-  startup_s = trainer.process_age_s()  # the first trial pays for it
   try:
-    for line in sys.stdin:
-      request = json.loads(line)
-      code, error = _run_one(run_trial, request, signals, startup_s)
-      startup_s = 0.0
-      replies.write(json.dumps(dict(name=request['name'], exit_code=code,
-                                    error=error)) + '\n')
-      if code not in trainer.EXIT_CODES.values() or signals.stop.is_set():
-        return code or trainer.EXIT_STOPPED
+    with contextlib.ExitStack() as kept:
+      return _serve(run_trial, replies, signals, kept)
   except KeyboardInterrupt:
     return trainer.EXIT_STOPPED
-  return 0
