@@ -238,6 +238,10 @@ def test_trial_workers_reuse_processes_with_the_same_bits(demo, demo_fresh):
         k: v for k, v in pooled['final'].items() if k.startswith('system/')}}
     assert fresh['phases_s']['startup_s'] > 0
     assert set(pooled['phases_s']) == set(fresh['phases_s'])
+    # The run's own phases account for its wall time (the rest is logging).
+    in_run = sum(v for k, v in fresh['phases_s'].items()
+                 if k not in ('startup_s', 'data_s'))
+    assert 0.5 * fresh['wall_time_s'] < in_run <= fresh['wall_time_s']
     files = [sorted(p.name for p in (d / name).iterdir()
                     if not p.name.startswith('events.'))
              for d in (sweep_dir, demo_fresh)]
@@ -343,15 +347,18 @@ def test_trial_that_kills_its_worker_is_recorded_and_the_sweep_goes_on(
 def test_failed_trial_retires_its_worker_and_the_next_reuses_one(
     tmp_path, monkeypatch):
   launches = chaos(monkeypatch, tmp_path, **{'width-16_seed-0': 'raise'})
-  trials = sweep.expand_grid({'width': ['16', '24', '32']}, [0], tiny_base())
+  monkeypatch.setattr(sweep, 'MAX_TRIALS_PER_PROCESS', 2)
+  trials = sweep.expand_grid({'width': ['16', '24', '32', '40']}, [0],
+                             tiny_base())
   results = sweep.run_sweep(trials, tmp_path / 'sw',
                             worker_module=CHAOS_WORKER)
-  assert [r.status for r in results] == ['failed', 'completed', 'completed']
+  assert [r.status for r in results] == ['failed'] + ['completed'] * 3
   assert results[0].returncode == 1 and 'chaos: raise' in results[0].error
   assert 'line 30' in results[0].log_tail
   assert 'RuntimeError' in results[0].log_tail
-  (first, _), (second, _), (third, _) = chaos_launched(launches)
-  assert first != second == third  # a fresh process after the failure
+  pids = [pid for pid, _ in chaos_launched(launches)]
+  # A fresh process after the failure, and after MAX_TRIALS_PER_PROCESS.
+  assert pids[0] != pids[1] == pids[2] != pids[3]
 
 
 def test_hung_trial_in_a_worker_is_killed_with_its_group(tmp_path,
