@@ -18,11 +18,11 @@ their workers, from getrusage(RUSAGE_CHILDREN)).
 --plan runs nothing of the suite: it trains one short run per width (E1's
 setting, PLAN_ROUNDS rounds, the last one with diagnostics) under
 <out>/plan/, and prints every group's trials and rounds with an estimated
-time: per trial, the measured fixed cost (process start, TF import, data,
-theory, tracing) plus its rounds times the measured round time at its width,
-the work part scaled by its example gradients per round and its depth (a
-round's work is K n_i m^2 per m x m layer), plus its diagnostic rounds
-likewise (estimate_s).
+time from the run's phases_s: per trial, its fixed cost (data, theory,
+tracing, engine) plus its rounds times the measured round time at its
+width, the work part scaled by its example gradients per round and its
+depth (a round's work is K n_i m^2 per m x m layer), plus its diagnostic
+rounds likewise (estimate_s); per sweep, the start of its trial processes.
 """
 
 import dataclasses
@@ -38,7 +38,6 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 import tensorflow as tf  # noqa: F401  (TF at module level; see README)
 
 from benchmarks import flags as flag_defs
@@ -79,11 +78,15 @@ def plan(preset, only):
 
 @dataclasses.dataclass(frozen=True)
 class RoundCost:
-  """What one short run at a width measured (--plan): seconds of the fixed
-  cost (the process's wall time minus its rounds), of a plain round and the
-  extra of a diagnostic round, and the work of its rounds (example
-  gradients per round times the number of m x m layers)."""
+  """What one short run at a width measured (--plan), from its summary's
+  phases_s and metrics.csv: startup_s, the trial process's start (TF and
+  TFF imports), paid once per trial process; round_s, the median plain
+  round; diag_s, the diagnostic
+  round's extra; fixed_s, the rest of the trial (data, theory, tracing,
+  engine, first calls); work, example gradients per round times the number
+  of m x m layers."""
   width: int
+  startup_s: float
   fixed_s: float
   round_s: float
   diag_s: float
@@ -97,31 +100,33 @@ def _work(config: dict) -> float:
   return cfg.examples_per_round(sizes) * max(1, cfg.depth)
 
 
-def _timing(rows, suffix):
-  return [float(r[k]) for r in rows for k in r
-          if k.endswith(suffix) and r[k] not in (None, '')]
-
-
 def measure_width(out: str, base: dict, width: int) -> RoundCost:
   """Trains E1's setting at `width` for PLAN_ROUNDS rounds, the last with
-  diagnostics, under <out>/plan/, and reads its timings back."""
+  diagnostics, under <out>/plan/, and reads its phases back."""
   config = dict(base, width=width, rounds=PLAN_ROUNDS, diag_every=PLAN_ROUNDS,
                 seed=0)
   root = os.path.join(out, 'plan')
   args = [f'--{k}={sweep.flag_value(v)}' for k, v in config.items()]
-  tick = time.monotonic()
   subprocess.run([sys.executable, '-m', 'benchmarks.train', *args,
                   f'--root_dir={root}', f'--experiment=width-{width}',
                   '--overwrite'], cwd=REPO, check=True, capture_output=True)
-  elapsed = time.monotonic() - tick
-  rows = recorders.read_metrics(
-      os.path.join(root, f'width-{width}', 'metrics.csv'))
-  plain = [r for r in rows if not _timing([r], 'diag_time_s')]
-  round_s = float(np.median(_timing(plain, 'round_time_s') or [0.0]))
-  diag_s = sum(_timing(rows, 'diag_time_s'))
-  spent = sum(_timing(rows, 'round_time_s')) + diag_s
-  return RoundCost(width, max(0.0, elapsed - spent), round_s, diag_s,
-                   _work(config))
+  run = os.path.join(root, f'width-{width}')
+  phases = recorders.read_json(os.path.join(run, 'summary.json'))['phases_s']
+  rows = recorders.read_metrics(os.path.join(run, 'metrics.csv'))
+  # The median plain round, not rounds_s / PLAN_ROUNDS: the first call of a
+  # computation pays its one-time cost, which counts as fixed here. So do
+  # evaluation and writing, which in 3 rounds are mostly first calls: a
+  # trial of many rounds is underestimated by their per-round part
+  # (measured in the quick suite: ~0.06 s a round at m = 1024).
+  plain = sorted(float(r['system_round_time_s']) for r in rows
+                 if r.get('system_round_time_s') and
+                 not r.get('system_diag_time_s'))
+  round_s = plain[len(plain) // 2]
+  diag_s = phases['diagnostics_s']
+  in_trial = sum(v for k, v in phases.items() if k != 'startup_s')
+  return RoundCost(width, startup_s=phases['startup_s'],
+                   fixed_s=max(0.0, in_trial - PLAN_ROUNDS * round_s - diag_s),
+                   round_s=round_s, diag_s=diag_s, work=_work(config))
 
 
 def estimate_s(config: dict, costs: dict) -> float:
@@ -142,8 +147,10 @@ def estimate_s(config: dict, costs: dict) -> float:
 
 
 def print_plan(steps, costs, parallel: int):
-  """Every group's trials, rounds and estimated time; the suite's total."""
-  total = 0.0
+  """Every group's trials, rounds and estimated time; the suite's total,
+  with each sweep's `parallel` trial processes paying the startup once."""
+  startup = max(c.startup_s for c in costs.values())
+  total = startup * parallel * len(steps)
   for spec, label, trials in steps:
     configs = [sweep.trial_config(t) for t in trials]
     seconds = sum(estimate_s(c, costs) for c in configs)
@@ -153,8 +160,9 @@ def print_plan(steps, costs, parallel: int):
     print(f'{spec.name}/{label}: {len(trials)} trials, rounds {rounds}, '
           f'widths {widths}: ~{seconds:.0f} trial-seconds')
   for cost in costs.values():
-    print(f'measured at m={cost.width}: fixed {cost.fixed_s:.1f} s, round '
-          f'{cost.round_s:.3f} s, diagnostic round +{cost.diag_s:.3f} s')
+    print(f'measured at m={cost.width}: process start {cost.startup_s:.1f} '
+          f's, fixed {cost.fixed_s:.1f} s, round {cost.round_s:.3f} s, '
+          f'diagnostic round +{cost.diag_s:.3f} s')
   print(f'total ~{total:.0f} trial-seconds; ~{total / parallel / 60:.1f} '
         f'min of wall time at --parallel={parallel}')
 
