@@ -7,7 +7,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import metrics
@@ -154,3 +157,21 @@ def test_two_train_processes_on_one_directory(tmp_path):
   assert summary['status'] == 'interrupted'
   assert [r['round'] for r in rows] == list(
       range(summary['rounds_completed'] + 1))
+
+
+def test_a_value_beyond_float32_is_inf_in_tensorboard_and_exact_in_csv(
+    tmp_path):
+  """A predicted curve past the edge of stability grows beyond float32:
+  the run must not crash writing it."""
+  run = rundir.RunDir(make_config(tmp_path))
+  run.lock()
+  run.open([(2, 2)])
+  run.write(training.RoundResult(0, (), {'train/loss': 1.0,
+                                         'theory/loss': 1e300}))
+  run.close()
+  assert run.read_rows()[0]['theory_loss'] == 1e300
+  acc = event_accumulator.EventAccumulator(run.path,
+                                           size_guidance={'tensors': 0})
+  acc.Reload()
+  value = tf.make_ndarray(acc.Tensors('theory/loss')[0].tensor_proto)
+  assert value == np.inf

@@ -101,6 +101,9 @@ def truncate_events(logdir: str, keep):
     os.replace(tmp, path)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 class TensorBoardRecorder:
   """Scalars and text summaries in <run dir>/ as TF2 event files."""
 
@@ -117,8 +120,13 @@ class TensorBoardRecorder:
     return row.description if row else None
 
   def scalars(self, step: int, values: dict):
+    """Scalars at step; one beyond float32's range is written as +-inf
+    (tf.summary.scalar is float32 and raises on it: a predicted curve of a
+    step past the edge of stability grows that large)."""
     with self._writer.as_default(step=step):
       for tag, value in values.items():
+        if abs(value) > FLOAT32_MAX:
+          value = math.copysign(math.inf, value)
         tf.summary.scalar(tag, value, description=self._description(tag))
     self._writer.flush()
 
