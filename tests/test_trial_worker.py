@@ -1,4 +1,5 @@
-"""The trial worker's kept TFF worker: started for native trials only, and
+"""The trial worker's kept TFF worker: started for local engines (not remote
+ones: their workers run elsewhere), and
 replaced once it grows past KEPT_WORKER_MAX_BYTES. (The worker's protocol,
 failures and signals are tested through sweeps, in test_sweep.py.)"""
 
@@ -15,15 +16,15 @@ def request(**values):
   return dict(name='t', config=dataclasses.asdict(config), log='/dev/null')
 
 
-def test_kept_worker_starts_for_native_trials_and_is_replaced_when_large(
+def test_kept_worker_starts_for_local_engines_and_is_replaced_when_large(
     monkeypatch):
   kept = trial_worker.KeptWorker()
   try:
-    kept.ensure(request(engine='inprocess'))
+    kept.ensure(request(engine='remote', workers='localhost:1'))
     assert kept.worker is None
     kept.ensure(request(engine='native'))
     first = kept.worker.process.pid
-    kept.ensure(request(engine='native'))
+    kept.ensure(request(engine='inprocess'))
     kept.check()
     assert kept.worker.process.pid == first  # kept: small
     monkeypatch.setattr(trial_worker, 'KEPT_WORKER_MAX_BYTES', 0)
