@@ -300,3 +300,24 @@ def test_applies():
   assert 'output' in theory.applies(config(output_dim=2))
   assert 'output' in theory.applies(config(dataset='digits'))
   assert 'mlp' in theory.applies(config(dataset='digits', model='cnn'))
+
+
+def test_dissimilarity_is_the_clients_gradient_spread():
+  """zeta^2 from H and r_0 equals sum_i p_i ||grad F_i - grad F||^2 from
+  the kit's own gradients (TF autodiff, float32) at w^0."""
+  spec, client_x, client_y = wide_problem(64)
+  weights = tuple(spec.initial_weights)
+  x, y = np.concatenate(client_x), np.concatenate(client_y)
+  n = len(x)
+  h = theory.gram(spec, weights, x)
+  indices = theory._client_indices(client_x)
+  got = theory.dissimilarity(h, theory.residual(spec, weights, x, y), indices)
+  grads = [np.concatenate([g.numpy().ravel() for g in local_update.gradient(
+      spec.layers, 'mse', [tf.constant(w) for w in weights],
+      spec.trainable_indices, cx, cy)[1]])
+           for cx, cy in zip(client_x, client_y)]
+  mean = sum(len(cx) / n * g for cx, g in zip(client_x, grads))
+  want = sum(len(cx) / n * np.sum((g - mean) ** 2)
+             for cx, g in zip(client_x, grads))
+  assert want > 0
+  np.testing.assert_allclose(got, want, rtol=1e-4)

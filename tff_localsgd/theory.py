@@ -168,6 +168,7 @@ class Prediction:
   zero_predictor_loss: F_0 = (1/2n) sum_j ||y_j||^2, the loss of f = 0.
   rounds_to_eps: first round with L_t <= eps F_0 (predicted_rounds_to_eps).
   curve: L_t for t = 0..T.
+  zeta2: the clients' gradient dissimilarity at w^0 (dissimilarity()).
   gram_points, gram_set: H was computed on gram_points examples, all training
     examples ('train') or a subset ('probe'; then the rates, curve and
     rounds_to_eps are None, and by Cauchy interlacing lambda_min is an upper
@@ -184,6 +185,7 @@ class Prediction:
   curve: list | None
   gram_points: int
   gram_set: str
+  zeta2: float | None
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -203,6 +205,21 @@ def applies(config):
   if _num_outputs(config) != 1:
     return f'the prediction is for one output, not c={_num_outputs(config)}'
   return None
+
+
+def dissimilarity(h, r, client_indices) -> float:
+  """zeta^2 = sum_i p_i ||grad F_i(w^0) - grad F(w^0)||^2 over all clients.
+
+  p_i = n_i / n. At w^0, grad F_i = J^T E_{D_i} r_{D_i} / n_i and
+  grad F = J^T r / n exactly, so with v_i = E_{D_i} r_{D_i} / n_i - r / n,
+  ||grad F_i - grad F||^2 = v_i^T H v_i.
+  """
+  n, total = len(r), 0.0
+  for indices in client_indices:
+    v = -r / n
+    v[indices] += r[indices] / len(indices)
+    total += len(indices) / n * float(v @ h @ v)
+  return total
 
 
 def _client_indices(client_x):
@@ -252,12 +269,14 @@ def predict(spec, weights, client_x, client_y, *, lr, local_steps, server_lr,
     return Prediction(
         lambda_min=float(eig[0]), lambda_max=float(eig[-1]),
         rate_per_round=None, rate_first_order=None, rounds_to_eps=None,
-        curve=None, gram_points=max_points, gram_set='probe', **common)
+        curve=None, gram_points=max_points, gram_set='probe', zeta2=None,
+        **common)
   h = gram(spec, weights, x)
   eig = np.linalg.eigvalsh(h)
   steps = dict(lr=lr, local_steps=local_steps, server_lr=server_lr)
   maps, rate = _maps_and_rate(h, client_x, cohorts, steps)
-  curve = predicted_curve(maps, residual(spec, weights, x, y), rounds)
+  r0 = residual(spec, weights, x, y)
+  curve = predicted_curve(maps, r0, rounds)
   return Prediction(
       lambda_min=float(eig[0]), lambda_max=float(eig[-1]),
       rate_per_round=rate,
@@ -265,4 +284,4 @@ def predict(spec, weights, client_x, client_y, *, lr, local_steps, server_lr,
       rounds_to_eps=predicted_rounds_to_eps(
           curve, eps * common['zero_predictor_loss'], rate),
       curve=[float(v) for v in curve], gram_points=n, gram_set='train',
-      **common)
+      zeta2=dissimilarity(h, r0, _client_indices(client_x)), **common)
