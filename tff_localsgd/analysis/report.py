@@ -12,6 +12,7 @@ import os
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
 from tff_localsgd import suite as suite_lib
+from tff_localsgd.analysis import board
 from tff_localsgd.analysis import claims as claims_lib
 from tff_localsgd.analysis import figures
 from tff_localsgd.analysis import runs as runs_lib
@@ -169,4 +170,7 @@ def generate(out: str) -> dict:
   recorders.write_json(os.path.join(out, 'results.json'), results)
   recorders.atomic_write(os.path.join(out, 'REPORT.md'),
                          '\n'.join(lines) + '\n')
+  board.write_report_summaries(
+      out, '\n'.join(_claim_lines(claims, written)),
+      [os.path.join(out, name) for name in written], figures.CAPTIONS)
   return results
