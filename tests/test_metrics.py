@@ -80,7 +80,7 @@ def test_no_two_tags_share_a_column():
 
 @pytest.mark.parametrize('call, name', [
     (metrics.column, 'train/nonsense'),
-    (metrics.column, 'clients/train_loss'),  # a histogram: no CSV column
+    (metrics.column, 'per_client/train_loss'),  # a histogram: no CSV column
     (metrics.column, 'lazy/weight_change_rel/hidden_1/extra'),
     (metrics.tag, 'train_nonsense'),
     (metrics.tag, 'lazy_weight_change_rel_'),
@@ -172,7 +172,7 @@ def test_a_run_writes_only_metrics_of_the_table(tmp_path):
   tags = set(acc.Tags()['tensors']) - {'config'}  # the config, as text
   assert {'train/loss', 'train/local_loss', 'drift/grad_diff_max',
           'drift_per_step/grad_diff', 'lazy/weight_change_rel/hidden_1',
-          'clients/train_loss', 'theory/loss', 'theory/lambda_min'} <= tags
+          'per_client/train_loss', 'theory/loss', 'theory/lambda_min'} <= tags
   for tag in tags:
     row = metrics.find(tag)
     assert row is not None, f'{tag} is written but not in metrics.METRICS'

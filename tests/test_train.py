@@ -201,7 +201,7 @@ def test_diagnostics_do_not_change_the_trajectory(tmp_path):
           'lazy/weight_change_spectral_rel/hidden_1',
           'lazy/activation_flip_frac/hidden_1', 'ntk/lambda_min',
           'ntk/rel_change', 'train/grad_norm', 'drift_per_step/grad_diff',
-          'clients/train_loss', 'clients/drift/grad_diff'} <= tags
+          'per_client/train_loss', 'per_client/drift/grad_diff'} <= tags
 
 
 def test_a_dead_worker_stops_the_run_with_a_clear_error(tmp_path):

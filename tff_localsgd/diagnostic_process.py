@@ -454,7 +454,7 @@ class Diagnostics:
       values = [float(step[name]) for step in steps]
       metrics[f'drift/{name}'] = float(np.mean(values))
       metrics[f'drift/{name}_max'] = max(values)
-    histograms = {f'clients/drift/{k}': np.asarray(v, np.float32)
+    histograms = {f'per_client/drift/{k}': np.asarray(v, np.float32)
                   for k, v in per_client.items()}
     step_rows = ()
     if self.config.diag_per_step:
@@ -476,7 +476,7 @@ class Diagnostics:
     ntk_every = self.config.ntk_every
     if ntk_every and round_num % ntk_every == 0:
       metrics.update(self._ntk(weights))
-    histograms = {'clients/train_loss': np.asarray(client_losses, np.float32)}
+    histograms = {'per_client/train_loss': np.asarray(client_losses, np.float32)}
     return metrics, histograms
 
   def _ntk(self, weights) -> dict:

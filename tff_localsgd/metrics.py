@@ -140,7 +140,7 @@ METRICS = (
            'example gradients the round computed per second'),
     Metric('system/diag_time_s', 'seconds',
            'wall time of the averaged model\'s diagnostics: lazy, ntk, '
-           'train/grad_norm and clients/train_loss'),
+           'train/grad_norm and per_client/train_loss'),
     # Client drift, from the lockstep round (--diag_every, --lockstep_drift).
     *_drift_rows(),
     Metric('drift/model_divergence',
@@ -203,23 +203,23 @@ METRICS = (
            'the loss of the zero predictor f ≡ 0: the scale of the data that '
            'the target ε F₀ is set against'),
     # Histograms over clients (event files only).
-    Metric('clients/train_loss', '{F_i(w^t)}, i = 1..N',
+    Metric('per_client/train_loss', '{F_i(w^t)}, i = 1..N',
            'each client\'s objective at the averaged model', file=None,
            histogram=True),
-    Metric('clients/drift/grad_diff',
+    Metric('per_client/drift/grad_diff',
            '{‖∇F_i(w_i^{t,K−1}) − ∇F_i(w̄^{t,K−1})‖}, i ∈ S_t',
            'each client\'s gradient difference at the last local step',
            file=None, histogram=True),
-    Metric('clients/drift/nonsmooth',
+    Metric('per_client/drift/nonsmooth',
            '{‖∇F_i(w_i^{t,K−1}) − ∇F_i(w̄^{t,K−1}) − '
            '∇²F_i(w̄^{t,K−1})(w_i^{t,K−1} − w̄^{t,K−1})‖}, i ∈ S_t',
            'each client\'s gradient difference that the Hessian misses, at '
            'the last local step', file=None, histogram=True),
-    Metric('clients/drift/model_divergence',
+    Metric('per_client/drift/model_divergence',
            '{‖w_i^{t,K} − w̄^{t,K}‖}, i ∈ S_t',
            'each client\'s distance from the average at the end of the round',
            file=None, histogram=True),
-    Metric('clients/drift/grad_diff_vs_start',
+    Metric('per_client/drift/grad_diff_vs_start',
            '{‖∇F_i(w_i^{t,K}) − ∇F_i(w^t)‖}, i ∈ S_t',
            'each client\'s gradient change over the round', file=None,
            histogram=True),

@@ -10,7 +10,7 @@ An image's tag is its file name with the first '_' as '/' (E1_loss.png ->
 E1/loss): one Time Series group per experiment. The Time Series dashboard
 sorts tags by code point (upper case first) and opens the first two groups,
 so a suite's TensorBoard opens on the E1 and E2 figures, not on the runs'
-lower-case tags (clients/ histograms first).
+lower-case tags.
 """
 
 import glob
