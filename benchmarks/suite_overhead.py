@@ -55,7 +55,7 @@ class Measurement:
   wall_s: float
   slots: int  # --parallel
   cpu_s: float  # user + system CPU of the trial processes and TFF workers
-  phases_s: dict  # summary.json's phases_s summed over the trials
+  phases_s: dict  # sweep.phase_totals: phases_s summed, trials, processes
   digests: dict  # trial name -> final_weights_sha256
 
   @property
@@ -80,16 +80,14 @@ def measure(trials, sweep_dir, way) -> Measurement:
   results = sweep.run_sweep(trials, sweep_dir, parallel=FLAGS.parallel,
                             fresh_process=(way == 'fresh'))
   wall, cpu = time.perf_counter() - tick, _children_cpu_s() - cpu
-  phases, digests = {}, {}
+  digests = {}
   for result in results:
-    summary = result.summary or {}
     if result.status == 'failed':
       logging.warning('%s: trial %s failed: %s', way, result.name,
                       result.error)
-    for key, value in (summary.get('phases_s') or {}).items():
-      phases[key] = phases.get(key, 0.0) + value
-    digests[result.name] = summary.get('final_weights_sha256')
-  return Measurement(way, wall, FLAGS.parallel, cpu, phases, digests)
+    digests[result.name] = (result.summary or {}).get('final_weights_sha256')
+  return Measurement(way, wall, FLAGS.parallel, cpu,
+                     sweep.phase_totals(results), digests)
 
 
 def _report(measurements):
@@ -98,7 +96,8 @@ def _report(measurements):
     logging.info('%-6s wall %6.1f s  core-s %6.1f  CPU %6.1f s  inside '
                  'rounds+diag %4.1f%%  phases %s', m.way, m.wall_s, m.core_s,
                  m.cpu_s, 100 * m.inside_fraction,
-                 ', '.join(f'{k[:-2]} {v:.1f}' for k, v in m.phases_s.items()))
+                 ', '.join(f'{k.removesuffix("_s")} {v:.1f}'
+                           for k, v in m.phases_s.items()))
   by_way = {w: [m for m in measurements if m.way == w] for w in WAYS}
   total = {w: (sum(m.wall_s for m in ms), sum(m.cpu_s for m in ms))
            for w, ms in by_way.items()}

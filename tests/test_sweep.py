@@ -174,6 +174,19 @@ def test_parse_grid_errors_name_grid(specs):
   assert e.value.field == 'grid'
 
 
+def test_phase_totals_sum_the_trials_run_now():
+  def result(name, skipped=False, **phases):
+    return sweep.TrialResult(name, 'completed', skipped=skipped,
+                             summary={'phases_s': phases})
+  totals = sweep.phase_totals([
+      result('a', startup_s=5.0, rounds_s=1.0),
+      result('b', startup_s=0.0, rounds_s=2.0),
+      result('c', skipped=True, startup_s=9.0, rounds_s=9.0),
+      sweep.TrialResult('d', 'failed')])
+  assert totals == {'trials': 2, 'processes': 1, 'startup_s': 5.0,
+                    'rounds_s': 3.0}
+
+
 # Sweeps of real trials.
 
 

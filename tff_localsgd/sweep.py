@@ -903,6 +903,22 @@ def _run_pending(pending, parallel, launcher, record):
       launcher.close()
 
 
+def phase_totals(results) -> dict:
+  """summary.json's phases_s summed over the trials run_sweep trained
+  (skipped ones ran earlier), with `trials` (their number) and `processes`
+  (those that paid a process's start-up, startup_s > 0)."""
+  totals = {'trials': 0, 'processes': 0}
+  for result in results:
+    phases = (result.summary or {}).get('phases_s')
+    if result.skipped or not phases:
+      continue
+    totals['trials'] += 1
+    totals['processes'] += phases.get('startup_s', 0) > 0
+    for key, value in phases.items():
+      totals[key] = totals.get(key, 0.0) + value
+  return totals
+
+
 def run_sweep(trials, sweep_dir: str, *, parallel: int = 1,
               python: str = sys.executable, timeout_s: float | None = None,
               on_progress=None, fresh_process: bool = False,
