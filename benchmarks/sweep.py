@@ -110,7 +110,7 @@ def closing_table(results, sweep_dir) -> str:
   for result in results:
     final = (sweep.final_metrics(os.path.join(sweep_dir, result.name),
                                  result.summary) if result.summary else {})
-    loss = final.get('final/train_loss')
+    loss = final.get('final/train/loss')
     reached = final.get('final/rounds_to_eps')
     rows.append((result.name, result.status,
                  '-' if loss is None else f'{loss:.6g}',

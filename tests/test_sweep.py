@@ -215,7 +215,7 @@ def test_sweep_runs_every_trial(demo):
     assert (sweep_dir / 'logs' / f'{name}.log').stat().st_size > 0
     # Training scalars, hparams and final/* scalars in one run directory.
     assert {'train/loss', '_hparams_/session_start_info',
-            '_hparams_/session_end_info', 'final/train_loss'} <= tags(
+            '_hparams_/session_end_info', 'final/train/loss'} <= tags(
                 trial_dir)
   # The experiment is the logdir's, at the sweep's parent (test_tensorboard).
   assert '_hparams_/experiment' in tags(sweep_dir.parent)
@@ -223,7 +223,7 @@ def test_sweep_runs_every_trial(demo):
   assert [row['name'] for row in index] == sorted(NAMES)
   assert index[0]['swept'] == {'width': 16, 'local_steps': 2, 'seed': 0}
   assert all(row['status'] == 'completed' for row in index)
-  assert index[0]['metrics']['final/train_loss'] == index[0]['final'][
+  assert index[0]['metrics']['final/train/loss'] == index[0]['final'][
       'train/loss']
 
 

@@ -40,14 +40,15 @@ running trial (SIGTERM, then SIGKILL) before the sweep raises `Interrupted`;
 if the sweep process is killed outright, the kernel kills its trials
 (PR_SET_PDEATHSIG), and each trial's TFF worker dies with its trial.
 
-The final/* metrics (also in `sweep_index`):
-  final/train_loss          train/loss of the last round (summary.json)
+The final/* metrics (also in `sweep_index`), final/<tag> the last value of
+the run's <tag>:
+  final/train/loss          train/loss of the last round (summary.json)
   final/rounds_to_eps       the first round whose train/loss is <= eps F_0,
                             F_0 the zero predictor's loss (config.json's eps,
                             summary.json's zero_predictor_loss); not written
                             when the run never gets there
-  final/drift_grad_diff_rel, final/lazy_weight_change_rel,
-  final/lazy_activation_flip_frac
+  final/drift/grad_diff_rel, final/lazy/weight_change_rel,
+  final/lazy/activation_flip_frac
                             the last measured value of the diagnostic (runs
                             with --diag_every > 0 only)
 """
@@ -88,9 +89,9 @@ TERM_GRACE_S = 5.0  # SIGTERM to SIGKILL, when the sweep is stopped
 POLL_S = 0.1
 # Sweep-level keys: a trial's output place and its seed are set by the sweep.
 NOT_SWEPT = ('root_dir', 'experiment', 'seed')
-FINAL_METRICS = ('final/train_loss', 'final/rounds_to_eps',
-                 'final/drift_grad_diff_rel', 'final/lazy_weight_change_rel',
-                 'final/lazy_activation_flip_frac')
+FINAL_METRICS = ('final/train/loss', 'final/rounds_to_eps',
+                 'final/drift/grad_diff_rel', 'final/lazy/weight_change_rel',
+                 'final/lazy/activation_flip_frac')
 _DIAGNOSTICS = ('drift/grad_diff_rel', 'lazy/weight_change_rel',
                 'lazy/activation_flip_frac')
 ConfigError = config_lib.ConfigError
@@ -267,7 +268,7 @@ def final_metrics(trial_dir: str, summary: dict) -> dict:
   out = {}
   loss = recorders.to_number(final.get('train/loss'))
   if loss is not None:
-    out['final/train_loss'] = loss
+    out['final/train/loss'] = loss
   reached = run.rounds_to_eps()
   if reached is not None:
     out['final/rounds_to_eps'] = float(reached)
@@ -279,7 +280,7 @@ def final_metrics(trial_dir: str, summary: dict) -> dict:
       column = [r.get(metrics.column(tag)) for r in rows]
       value = next((v for v in reversed(column) if v is not None), None)
     if value is not None:
-      out['final/' + metrics.column(tag)] = value
+      out['final/' + tag] = value
   return out
 
 
