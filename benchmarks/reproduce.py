@@ -190,19 +190,23 @@ def _core_s() -> float:
 
 
 def run_suite(out, steps, suite_info):
-  """Runs every group's sweep, recording wall time and core-seconds."""
+  """Runs every group's sweep, recording wall time, core-seconds and the
+  trials' seconds by phase (sweep.phase_totals) per experiment."""
   total = sum(len(trials) for _, _, trials in steps)
   start, done = time.monotonic(), 0
   for spec, label, trials in steps:
     tick, core = time.monotonic(), _core_s()
-    sweep.run_sweep(trials, os.path.join(out, spec.name, label),
-                    parallel=FLAGS.parallel, timeout_s=FLAGS.trial_timeout_s,
-                    on_progress=functools.partial(
-                        _progress, f'{spec.name}/{label}', total, start, done))
+    results = sweep.run_sweep(
+        trials, os.path.join(out, spec.name, label), parallel=FLAGS.parallel,
+        timeout_s=FLAGS.trial_timeout_s, on_progress=functools.partial(
+            _progress, f'{spec.name}/{label}', total, start, done))
     done += len(trials)
     for key, value in (('wall_time_s', time.monotonic() - tick),
                        ('core_s', _core_s() - core)):
       suite_info[key][spec.name] = suite_info[key].get(spec.name, 0.0) + value
+    phases = suite_info['phases_s'].setdefault(spec.name, {})
+    for key, value in sweep.phase_totals(results).items():
+      phases[key] = phases.get(key, 0) + value
     recorders.write_json(os.path.join(out, 'suite.json'), suite_info)
 
 
@@ -212,7 +216,7 @@ def check_determinism(out, trial_dir):
   original = json.load(open(os.path.join(trial_dir, 'summary.json')))
   rerun_root = os.path.join(out, 'determinism')
   shutil.rmtree(rerun_root, ignore_errors=True)
-  args = [f'--{k}={v}' for k, v in config.items()
+  args = [f'--{k}={sweep.flag_value(v)}' for k, v in config.items()
           if k not in ('root_dir', 'experiment')]
   subprocess.run([sys.executable, '-m', 'benchmarks.train', *args,
                   f'--root_dir={rerun_root}', '--experiment=rerun'],
@@ -251,7 +255,8 @@ def main(argv):
   suite_info = {'preset': FLAGS.preset,
                 'planned_trials': sum(len(t) for _, _, t in steps),
                 'epsilon': suite_lib.epsilon(FLAGS.preset),
-                'wall_time_s': {}, 'core_s': {}, 'parallel': FLAGS.parallel}
+                'wall_time_s': {}, 'core_s': {}, 'phases_s': {},
+                'parallel': FLAGS.parallel}
   recorders.write_json(os.path.join(out, 'provenance.json'),
                        provenance.collect(REPO))
   run_suite(out, steps, suite_info)

@@ -79,6 +79,19 @@ def _figure_lines(written) -> list:
   return lines
 
 
+def _phase_text(phases, core) -> str:
+  """'; seconds by phase: ...', the trials' phases_s summed, and the share
+  of the core-seconds spent in rounds and diagnostics ('' if none)."""
+  if not phases:
+    return ''
+  seconds = {k[:-len('_s')]: v for k, v in phases.items() if k.endswith('_s')}
+  inside = seconds.get('rounds', 0.0) + seconds.get('diagnostics', 0.0)
+  share = (f'; rounds and diagnostics {inside / core:.0%} of the '
+           'core-seconds' if core else '')
+  return ('; seconds by phase: ' + ', '.join(
+      f'{k} {v:.0f}' for k, v in seconds.items()) + share)
+
+
 def _experiment_lines(preset, runs, info) -> list:
   lines = ['## Experiments', '']
   wall, core = info.get('wall_time_s', {}), info.get('core_s', {})
@@ -90,6 +103,8 @@ def _experiment_lines(preset, runs, info) -> list:
         'wall time not recorded'
     if spec.name in core:
       cost += f', {core[spec.name]:.0f} core-seconds'
+    cost += _phase_text(info.get('phases_s', {}).get(spec.name),
+                        core.get(spec.name))
     lines.append(
         f'- **{spec.name}**: {spec.title}. Grid {spec.grid or "-"}; groups '
         f'{[label for label, _ in spec.groups()]}; {spec.seeds} seed(s); '
