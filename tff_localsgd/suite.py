@@ -115,6 +115,89 @@ def _theory_base(s):
               eps=s['eps'])
 
 
+def _width_and_scaling(s, theory, wide) -> tuple:
+  """E1..E3: width, local steps and sample size."""
+  budget = s['rounds'] * 5  # local steps per client, for fixed computation
+  return (
+    ExperimentSpec(
+        'E1_width', 'Width: the prediction, lazy training and drift '
+        'against m; the same sweep at a catapult step as the non-lazy '
+        'control',
+        dict(theory, diag_every=s['diag_every'], diag_per_step=True),
+        grid=dict(width=list(s['widths'])),
+        paired=(dict(label='lazy'),
+                dict(client_lr=CATAPULT_CLIENT_LR, rounds=s['rounds'] // 2,
+                     label='catapult')),
+        seeds=s['seeds']),
+    ExperimentSpec(
+        'E2_local_steps', 'Local steps K at fixed total local computation '
+        'K*T',
+        wide, paired=tuple(dict(local_steps=k,
+                                rounds=max(budget // k, s['rounds'] // 2),
+                                label=f'K{k}') for k in s['ks']),
+        seeds=s['pair_seeds']),
+    ExperimentSpec(
+        'E3_sample_size', 'Sample size n: rounds to epsilon against n',
+        dict(wide, rounds=s['rounds'] * 2),
+        grid=dict(num_examples=list(s['ns'])), seeds=s['seeds']),
+  )
+
+
+def _comparisons(s, wide) -> tuple:
+  """E4..E6: partitions, algorithms and depth at large width."""
+  return (
+    ExperimentSpec(
+        'E4_heterogeneity', 'Heterogeneity: iid, Dirichlet label skew and '
+        'shards at large width',
+        dict(wide, rounds=s['rounds'] * 2),
+        paired=(dict(partition='iid', label='iid'),
+                dict(partition='dirichlet', dirichlet_alpha=0.1,
+                     label='dirichlet_0.1'),
+                dict(partition='dirichlet', dirichlet_alpha=1.0,
+                     label='dirichlet_1'),
+                dict(partition='shards', shards_per_client=2,
+                     label='shards')),
+        seeds=s['pair_seeds']),
+    ExperimentSpec(
+        'E5_algorithms', 'Local SGD, Local GD, minibatch SGD and '
+        'centralized GD',
+        dict(wide, rounds=s['rounds'] * 2),
+        paired=(dict(algorithm='local_sgd', label='local_sgd'),
+                dict(algorithm='local_gd', label='local_gd'),
+                dict(algorithm='minibatch_sgd', local_steps=1,
+                     rounds=s['rounds'] * 4, label='minibatch_sgd'),
+                dict(algorithm='local_gd', num_clients=1, local_steps=1,
+                     rounds=s['rounds'] * 4, label='centralized_gd')),
+        seeds=s['pair_seeds']),
+    ExperimentSpec(
+        'E6_depth', 'Depth L at large width (client_lr scaled by 1/L)',
+        dict(wide, rounds=s['rounds'] * 2),
+        paired=tuple(dict(depth=d, client_lr=CLIENT_LR / d, label=f'L{d}')
+                     for d in s['depths']),
+        seeds=1),
+  )
+
+
+def _real_data(preset, s) -> tuple:
+  """E7: digits (and MNIST, CIFAR-10 in the paper preset)."""
+  return (
+    ExperimentSpec(
+        'E7_real_data', 'Real data: digits (offline); MNIST and CIFAR-10 '
+        'in the paper preset. A demonstration outside the theory '
+        '(cross-entropy, all layers trained)',
+        dict(dataset='digits', num_examples=0 if preset == 'paper' else 400,
+             model='mlp', depth=1, width=s['wide'], train_layers='all',
+             loss='xent', lr_scale='none', client_lr=0.5,
+             num_clients=max(4, s['clients']), partition='dirichlet',
+             dirichlet_alpha=1.0, algorithm='local_sgd', local_steps=5,
+             batch_size=8, rounds=s['rounds'], diag_every=0,
+             eps=s['eps']),
+        grid=dict(dataset=['digits', 'mnist', 'cifar10']
+                  if preset == 'paper' else ['digits']),
+        seeds=1),
+  )
+
+
 def suite(preset: str) -> tuple:
   """The experiments of a preset, in report order."""
   if preset not in PRESETS:
@@ -122,70 +205,5 @@ def suite(preset: str) -> tuple:
   s = _sizes(preset)
   theory = _theory_base(s)
   wide = dict(theory, width=s['wide'])
-  budget = s['rounds'] * 5  # local steps per client, for fixed computation
-  return (
-      ExperimentSpec(
-          'E1_width', 'Width: the prediction, lazy training and drift '
-          'against m; the same sweep at a catapult step as the non-lazy '
-          'control',
-          dict(theory, diag_every=s['diag_every'], diag_per_step=True),
-          grid=dict(width=list(s['widths'])),
-          paired=(dict(label='lazy'),
-                  dict(client_lr=CATAPULT_CLIENT_LR, rounds=s['rounds'] // 2,
-                       label='catapult')),
-          seeds=s['seeds']),
-      ExperimentSpec(
-          'E2_local_steps', 'Local steps K at fixed total local computation '
-          'K*T',
-          wide, paired=tuple(dict(local_steps=k,
-                                  rounds=max(budget // k, s['rounds'] // 2),
-                                  label=f'K{k}') for k in s['ks']),
-          seeds=s['pair_seeds']),
-      ExperimentSpec(
-          'E3_sample_size', 'Sample size n: rounds to epsilon against n',
-          dict(wide, rounds=s['rounds'] * 2),
-          grid=dict(num_examples=list(s['ns'])), seeds=s['seeds']),
-      ExperimentSpec(
-          'E4_heterogeneity', 'Heterogeneity: iid, Dirichlet label skew and '
-          'shards at large width',
-          dict(wide, rounds=s['rounds'] * 2),
-          paired=(dict(partition='iid', label='iid'),
-                  dict(partition='dirichlet', dirichlet_alpha=0.1,
-                       label='dirichlet_0.1'),
-                  dict(partition='dirichlet', dirichlet_alpha=1.0,
-                       label='dirichlet_1'),
-                  dict(partition='shards', shards_per_client=2,
-                       label='shards')),
-          seeds=s['pair_seeds']),
-      ExperimentSpec(
-          'E5_algorithms', 'Local SGD, Local GD, minibatch SGD and '
-          'centralized GD',
-          dict(wide, rounds=s['rounds'] * 2),
-          paired=(dict(algorithm='local_sgd', label='local_sgd'),
-                  dict(algorithm='local_gd', label='local_gd'),
-                  dict(algorithm='minibatch_sgd', local_steps=1,
-                       rounds=s['rounds'] * 4, label='minibatch_sgd'),
-                  dict(algorithm='local_gd', num_clients=1, local_steps=1,
-                       rounds=s['rounds'] * 4, label='centralized_gd')),
-          seeds=s['pair_seeds']),
-      ExperimentSpec(
-          'E6_depth', 'Depth L at large width (client_lr scaled by 1/L)',
-          dict(wide, rounds=s['rounds'] * 2),
-          paired=tuple(dict(depth=d, client_lr=CLIENT_LR / d, label=f'L{d}')
-                       for d in s['depths']),
-          seeds=1),
-      ExperimentSpec(
-          'E7_real_data', 'Real data: digits (offline); MNIST and CIFAR-10 '
-          'in the paper preset. A demonstration outside the theory '
-          '(cross-entropy, all layers trained)',
-          dict(dataset='digits', num_examples=0 if preset == 'paper' else 400,
-               model='mlp', depth=1, width=s['wide'], train_layers='all',
-               loss='xent', lr_scale='none', client_lr=0.5,
-               num_clients=max(4, s['clients']), partition='dirichlet',
-               dirichlet_alpha=1.0, algorithm='local_sgd', local_steps=5,
-               batch_size=8, rounds=s['rounds'], diag_every=0,
-               eps=s['eps']),
-          grid=dict(dataset=['digits', 'mnist', 'cifar10']
-                    if preset == 'paper' else ['digits']),
-          seeds=1),
-  )
+  return (_width_and_scaling(s, theory, wide) + _comparisons(s, wide) +
+          _real_data(preset, s))
