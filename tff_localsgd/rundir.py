@@ -246,10 +246,11 @@ class RunDir:
     return outcomes.rounds_to_eps([r['round'] for r in rows],
                                   [r.get('train_loss') for r in rows], target)
 
-  def read_rows(self) -> list:
-    """metrics.csv rows as {column: float or None}; [] if there are none."""
+  def read_rows(self, name: str = METRICS_CSV) -> list:
+    """The rows of metrics.csv (or drift_steps.csv) as {column: float or
+    None}; [] if there are none."""
     try:
-      rows = recorders.read_metrics(self.file(METRICS_CSV))
+      rows = recorders.read_metrics(self.file(name))
     except (OSError, ValueError):
       return []
     return [{k: recorders.to_number(v) for k, v in r.items()} for r in rows]

@@ -29,6 +29,7 @@ import numpy as np
 
 from tff_localsgd import suite as suite_lib
 from tff_localsgd.analysis import fits
+from tff_localsgd.analysis import runs as runs_lib
 
 # Lazy training (module doc of models.py: A, W ~ N(0, 2/m), B ~ N(0, 1)):
 # the kernel-regression solution moves the weights by ||dW||_F ~ m^{-1/2}
@@ -80,12 +81,6 @@ class Claim:
   figure: str
   data: dict = dataclasses.field(default_factory=dict)
 
-
-def _runs(runs, experiment, group=None):
-  """Finished runs (completed or diverged) of an experiment and group."""
-  return [r for r in runs if r.experiment == experiment and
-          r.status in ('completed', 'diverged') and
-          (group is None or r.group == group)]
 
 
 def _by(runs, key):
@@ -207,7 +202,7 @@ def curve_check(run, outcome):
 
 
 def _lazy_e1(runs):
-  return _runs(runs, 'E1_width', 'lazy')
+  return runs_lib.finished(runs, 'E1_width', 'lazy')
 
 
 def prediction_bound(runs):
@@ -301,7 +296,7 @@ def sample_size(runs):
                f'seeds, and log T vs log n fits better (R^2 higher by > '
                f'{R2_MARGIN}) than log T vs n; within the margin the range '
                'of n cannot tell the two apart')
-  e3 = _runs(runs, 'E3_sample_size')
+  e3 = runs_lib.finished(runs, 'E3_sample_size')
   if not e3:
     return _missing('C2', claim, criterion, 'E3_sample_size.png',
                     'no E3 run')
@@ -382,7 +377,7 @@ def _lazy_claim(runs, claim_id, text, column, predicted):
     verdict = 'PASS'
   data = {'points': _final_points(_lazy_e1(runs), column),
           'control_points': _final_points(
-              _runs(runs, 'E1_width', 'catapult'), column),
+              runs_lib.finished(runs, 'E1_width', 'catapult'), column),
           'fit': lazy[1].to_dict() if lazy[1] else None,
           'control_fit': control[1].to_dict() if control[1] else None}
   return Claim(claim_id, text, stat, criterion, verdict, 'E1_lazy.png', data)
@@ -507,7 +502,7 @@ def local_steps(runs):
                f'seeds of K T(K)/T(1) is within a factor {PREDICTION_FACTOR:g} '
                f'of the predicted K T_pred(K)/T_pred(1); breakdown: the '
                f'smallest K with K T(K)/T(1) > {BREAKDOWN_EFFICIENCY:g}')
-  e2 = _runs(runs, 'E2_local_steps')
+  e2 = runs_lib.finished(runs, 'E2_local_steps')
   if not e2:
     return _missing('C6', claim, criterion, 'E2_local_steps.png', 'no E2 run')
   outcomes = {r.name + r.group: r.outcome() for r in e2}
@@ -555,7 +550,7 @@ def heterogeneity(runs):
                f'over seeds of T(partition)/T(iid) is within a factor '
                f'{PREDICTION_FACTOR:g} of the predicted ratio; zeta^2 = sum_i '
                'p_i ||grad F_i(w0) - grad F(w0)||^2 measures the partition')
-  e4 = _runs(runs, 'E4_heterogeneity')
+  e4 = runs_lib.finished(runs, 'E4_heterogeneity')
   iid = {r.seed: r for r in e4 if r.group == 'iid'}
   if not e4 or not iid:
     return _missing('C7', claim, criterion, 'E4_heterogeneity.png',
@@ -618,22 +613,23 @@ def convergence_claims(runs):
   widest = [r for r in e1 if r.config['width'] == max(
       (r.config['width'] for r in e1), default=0)]
   return [
-      _reach([r for r in _runs(runs, 'E5_algorithms') if r.group ==
-              'local_sgd'], 'C8', 'Local SGD (stochastic minibatches) '
+      _reach(runs_lib.finished(runs, 'E5_algorithms', 'local_sgd'), 'C8',
+             'Local SGD (stochastic minibatches) '
              'converges too.', 'every Local SGD trial reaches eps F_0',
              'E5_algorithms.png', lambda r: f'seed {r.seed}'),
       _reach(widest, 'C9', 'Wide networks reach epsilon.',
              'every seed at the largest width of E1 reaches eps F_0 (the '
              'narrower widths are shown in the figure)', 'E1_loss.png',
              lambda r: f'm={r.config["width"]} seed {r.seed}'),
-      _reach(_runs(runs, 'E6_depth'), 'C10', 'Deeper networks converge at '
-             'large width too.', 'every depth reaches eps F_0', 'E6_depth.png',
+      _reach(runs_lib.finished(runs, 'E6_depth'), 'C10',
+             'Deeper networks converge at large width too.',
+             'every depth reaches eps F_0', 'E6_depth.png',
              lambda r: f'L={r.config["depth"]}'),
   ]
 
 
 def real_data(runs):
-  e7 = _runs(runs, 'E7_real_data')
+  e7 = runs_lib.finished(runs, 'E7_real_data')
   claim = ('Demonstration outside the theory (cross-entropy, all layers '
            'trained): on real data (digits) Local SGD lowers the training '
            'loss.')

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from tff_localsgd import config as config_lib  # noqa: E402
 from tff_localsgd import files  # noqa: E402
 from tff_localsgd.analysis import claims as claims_lib  # noqa: E402
+from tff_localsgd.analysis import runs as runs_lib  # noqa: E402
 
 CAPTIONS = {
     'E1_loss.png': 'E1 (Local GD, lazy group): training loss over F_0 by '
@@ -57,11 +58,6 @@ CAPTIONS = {
 MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X')
 END_MARKERS = {'censored': '>', 'plateau': 'x', 'diverged': '*'}
 
-
-def _finished(runs, experiment, group=None):
-  return [r for r in runs if r.experiment == experiment and
-          r.status in ('completed', 'diverged') and
-          (group is None or r.group == group)]
 
 
 def _save(fig, out_dir, name):
@@ -180,7 +176,7 @@ def lazy_figure(claims, out_dir):
 
 
 def drift_figure(runs, claim, out_dir):
-  e1 = [r for r in _finished(runs, 'E1_width', 'lazy') if r.steps]
+  e1 = [r for r in runs_lib.finished(runs, 'E1_width', 'lazy') if r.steps]
   if not e1:
     return None
   fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.4))
@@ -237,7 +233,7 @@ def efficiency_figure(runs, claim, out_dir):
 
 
 def sample_size_figure(runs, out_dir):
-  e3 = _finished(runs, 'E3_sample_size')
+  e3 = runs_lib.finished(runs, 'E3_sample_size')
   if not e3:
     return None
   fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -265,7 +261,7 @@ def _examples_per_round(run):
 def draw_all(runs, claims, out_dir) -> list:
   """Draws every figure the claims refer to; returns the files written."""
   by_id = {c.id: c for c in claims}
-  e1 = _finished(runs, 'E1_width', 'lazy')
+  e1 = runs_lib.finished(runs, 'E1_width', 'lazy')
   written = [
       e1 and loss_figure(e1, lambda r: f'm={r.config["width"]}',
                          'E1: Local GD by width', out_dir, 'E1_loss.png'),
@@ -279,7 +275,7 @@ def draw_all(runs, claims, out_dir) -> list:
       ('E5_algorithms', lambda r: r.group, _examples_per_round),
       ('E6_depth', lambda r: f'L={r.config["depth"]}', None),
       ('E7_real_data', lambda r: r.config['dataset'], None)):
-    members = _finished(runs, name)
+    members = runs_lib.finished(runs, name)
     if members:
       written.append(loss_figure(members, key, name.replace('_', ' '),
                                  out_dir, name + '.png', scale))

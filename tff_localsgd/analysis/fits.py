@@ -34,9 +34,6 @@ import math
 import numpy as np
 from scipy import stats
 
-VERDICTS = ('PASS', 'FAIL', 'INCONCLUSIVE')
-
-
 def _plain(value):
   """A NumPy scalar as the Python number JSON writers understand."""
   return value.item() if isinstance(value, np.generic) else value

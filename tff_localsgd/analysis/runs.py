@@ -15,7 +15,7 @@ import dataclasses
 import os
 
 from tff_localsgd import outcomes
-from tff_localsgd import recorders
+from tff_localsgd import rundir
 
 
 @dataclasses.dataclass
@@ -89,6 +89,13 @@ class Run:
     return rounds, [sum(by_round[t]) / len(by_round[t]) for t in rounds]
 
 
+def finished(runs, experiment, group=None) -> list:
+  """The finished runs (completed or diverged) of an experiment and group."""
+  return [r for r in runs if r.experiment == experiment and
+          r.status in ('completed', 'diverged') and
+          (group is None or r.group == group)]
+
+
 def load_runs(out: str) -> list:
   """Every trial directory under a suite directory, finished or not."""
   runs = []
@@ -104,18 +111,8 @@ def load_runs(out: str) -> list:
         path = os.path.join(group_dir, name)
         if not os.path.exists(os.path.join(path, 'trial.json')):
           continue  # logs/, hparams, not a trial
-        runs.append(Run(
-            experiment, group, name, path,
-            recorders.read_json(os.path.join(path, 'config.json')) or {},
-            recorders.read_json(os.path.join(path, 'summary.json')) or {},
-            _read_csv(os.path.join(path, 'metrics.csv')),
-            _read_csv(os.path.join(path, 'drift_steps.csv'))))
+        run = rundir.RunDir(path=path)
+        runs.append(Run(experiment, group, name, path,
+                        run.read_config() or {}, run.read_summary() or {},
+                        run.read_rows(), run.read_rows(rundir.STEPS_CSV)))
   return runs
-
-
-def _read_csv(path: str) -> list:
-  """A recorder's CSV as rows of numbers (None where empty); [] if absent."""
-  if not os.path.exists(path):
-    return []
-  return [{k: recorders.to_number(v) for k, v in r.items()}
-          for r in recorders.read_metrics(path)]
