@@ -60,8 +60,16 @@ def regular_file(tmp):
 
 
 def read_only_dir(tmp):
+  """tmp/ro, where nothing may be written: mode 0555, or, for root (who
+  ignores permission bits), a read-only tmpfs mounted there; returns how to
+  undo it."""
   os.makedirs(tmp / 'ro')
-  os.chmod(tmp / 'ro', 0o555)
+  if os.geteuid() != 0:
+    os.chmod(tmp / 'ro', 0o555)
+    return lambda: None
+  subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs',
+                  str(tmp / 'ro')], check=True)
+  return lambda: subprocess.run(['umount', str(tmp / 'ro')], check=True)
 
 
 def quick_report_without_trials(tmp):
@@ -96,12 +104,12 @@ BAD_INPUTS = [
     ('reproduce-out-under-file', regular_file, 'reproduce',
      ['--preset=smoke', '--out={tmp}/file/suite'], ['--out', '{tmp}/file ']),
     ('train-root-read-only', read_only_dir, 'train',
-     ['--root_dir={tmp}/ro/runs'], ['--root_dir', 'not writable']),
+     ['--root_dir={tmp}/ro/runs'], ['--root_dir', 'cannot write']),
     ('sweep-root-read-only', read_only_dir, 'sweep',
      ['--grid=width=8,16', '--root_dir={tmp}/ro'],
-     ['--root_dir', 'not writable']),
+     ['--root_dir', 'cannot write']),
     ('reproduce-out-read-only', read_only_dir, 'reproduce',
-     ['--preset=smoke', '--out={tmp}/ro'], ['--out', 'not writable']),
+     ['--preset=smoke', '--out={tmp}/ro'], ['--out', 'cannot write']),
     ('missing-flagfile', nothing, 'train',
      ['--flagfile={tmp}/missing.cfg', '--root_dir={tmp}/runs'],
      ['--flagfile', '{tmp}/missing.cfg']),
@@ -122,12 +130,13 @@ BAD_INPUTS = [
                          ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line_writing_nothing(
     tmp_path, setup, binary, args, names):
-  if setup is read_only_dir and os.geteuid() == 0:
-    pytest.skip('root writes into a 0555 directory; the cases under a '
-                'regular file cover the check')
-  setup(tmp_path)
+  undo = setup(tmp_path)
   before = snapshot(tmp_path)
-  result = run(binary, *(a.format(tmp=tmp_path) for a in args))
+  try:
+    result = run(binary, *(a.format(tmp=tmp_path) for a in args))
+  finally:
+    if undo:
+      undo()
   assert result.returncode == 2, result.stderr
   lines = result.stderr.splitlines()
   assert len(lines) == 1, result.stderr
