@@ -6,14 +6,17 @@
 
   python -m benchmarks.reproduce --preset=quick --out=/tmp/q --plan
 
-Each experiment is a sweep (tff_localsgd/suite.py) whose
-trials run as `benchmarks.train` subprocesses under
-<out>/<experiment>/<group>/<trial>/. Rerunning the same command resumes:
-finished trials are skipped. Then one trial is rerun in a fresh process to
-check that its final weights are bit-identical, and <out>/REPORT.md is
-written (benchmarks.report). suite.json records each experiment's wall
-time and core-seconds (user + system CPU time of its trial processes and
-their workers, from getrusage(RUSAGE_CHILDREN)).
+Each group of each experiment (tff_localsgd/suite.py) is a sweep under
+<out>/<experiment>/<group>/<trial>/; all of them run together in --parallel
+long-lived trial processes (sweep.run_sweeps), the costliest trials first
+(trial_cost), so no slot idles between groups. Rerunning the same command
+resumes: finished trials are skipped. Then one trial is rerun in a fresh
+process to check that its final weights are bit-identical, and
+<out>/REPORT.md is written (benchmarks.report). suite.json records the
+suite's wall time, its core-seconds (wall time x --parallel: what it held)
+and CPU seconds (user + system of the trial processes and their TFF
+workers, getrusage(RUSAGE_CHILDREN)), and per experiment its trials'
+seconds (trial_s) and their seconds by phase (phases_s).
 
 --plan runs nothing of the suite: it trains one short run per width (E1's
 setting, PLAN_ROUNDS rounds, the last one with diagnostics) under
@@ -22,7 +25,7 @@ time from the run's phases_s: per trial, its fixed cost (data, theory,
 tracing, engine) plus its rounds times the measured round time at its
 width, the work part scaled by its example gradients per round and its
 depth (a round's work is K n_i m^2 per m x m layer), plus its diagnostic
-rounds likewise (estimate_s); per sweep, the start of its trial processes.
+rounds likewise (estimate_s); and once, the start of the trial processes.
 """
 
 import dataclasses
@@ -60,20 +63,6 @@ flags.DEFINE_bool('plan', False, 'print the trials, their rounds and an '
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAN_ROUNDS = 3
-
-
-def plan(preset, only):
-  """[(experiment spec, group label, trials)], validated before any run."""
-  out = []
-  for spec in suite_lib.suite(preset):
-    if only and spec.name not in only:
-      continue
-    for label, base in spec.groups():
-      grid = {k: [str(v) for v in values] for k, values in spec.grid.items()}
-      trials = sweep.expand_grid(grid, list(range(spec.seeds)),
-                                 {k: str(v) for k, v in base.items()})
-      out.append((spec, label, trials))
-  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,9 +137,9 @@ def estimate_s(config: dict, costs: dict) -> float:
 
 def print_plan(steps, costs, parallel: int):
   """Every group's trials, rounds and estimated time; the suite's total,
-  with each sweep's `parallel` trial processes paying the startup once."""
+  with the `parallel` trial processes paying the startup once."""
   startup = max(c.startup_s for c in costs.values())
-  total = startup * parallel * len(steps)
+  total = startup * parallel
   for spec, label, trials in steps:
     configs = [sweep.trial_config(t) for t in trials]
     seconds = sum(estimate_s(c, costs) for c in configs)
@@ -175,12 +164,26 @@ def plan_costs(out, preset, steps) -> dict:
   return {m: measure_width(out, base, m) for m in widths}
 
 
-def _progress(name, total, start, offset, finished, _, result):
+# A round's fixed cost in units of its work (K n_i m^2 per m x m layer):
+# measured on the in-process engine at the quick sizes, ~5 ms against
+# ~9e-11 s per unit (m = 2048, K = 5, n = 64: 0.12 s a round).
+ROUND_OVERHEAD_WORK = 5.6e7
+
+
+def trial_cost(trial) -> float:
+  """A trial's relative cost, to start the costliest first (run_sweeps):
+  its rounds times (the fixed cost of a round + its work x m^2)."""
+  config = sweep.trial_config(trial)
+  work = _work(config) * config['width'] ** 2
+  return config['rounds'] * (ROUND_OVERHEAD_WORK + work)
+
+
+def _progress(out, start, finished, total, result):
   elapsed = time.monotonic() - start
-  n = offset + finished
-  logging.info('[%d/%d] %s/%s: %s  (%.0f s elapsed, ETA %.0f s)', n, total,
-               name, result.name, result.status, elapsed,
-               elapsed / n * (total - n))
+  name = os.path.relpath(os.path.join(result.sweep_dir, result.name), out)
+  logging.info('[%d/%d] %s: %s  (%.0f s elapsed, ETA %.0f s)', finished,
+               total, name, result.status, elapsed,
+               elapsed / finished * (total - finished))
 
 
 def _core_s() -> float:
@@ -190,24 +193,28 @@ def _core_s() -> float:
 
 
 def run_suite(out, steps, suite_info):
-  """Runs every group's sweep, recording wall time, core-seconds and the
-  trials' seconds by phase (sweep.phase_totals) per experiment."""
-  total = sum(len(trials) for _, _, trials in steps)
-  start, done = time.monotonic(), 0
-  for spec, label, trials in steps:
-    tick, core = time.monotonic(), _core_s()
-    results = sweep.run_sweep(
-        trials, os.path.join(out, spec.name, label), parallel=FLAGS.parallel,
-        timeout_s=FLAGS.trial_timeout_s, on_progress=functools.partial(
-            _progress, f'{spec.name}/{label}', total, start, done))
-    done += len(trials)
-    for key, value in (('wall_time_s', time.monotonic() - tick),
-                       ('core_s', _core_s() - core)):
-      suite_info[key][spec.name] = suite_info[key].get(spec.name, 0.0) + value
+  """Runs every group's sweep in one set of --parallel trial processes,
+  the costliest trials first; records the suite's wall time, core-seconds
+  (wall x --parallel, what the suite held) and CPU seconds, and per
+  experiment the trials' seconds (trial_s) and their seconds by phase
+  (sweep.phase_totals)."""
+  start, cpu = time.monotonic(), _core_s()
+  every = sweep.run_sweeps(
+      [(trials, os.path.join(out, spec.name, label))
+       for spec, label, trials in steps],
+      parallel=FLAGS.parallel, timeout_s=FLAGS.trial_timeout_s,
+      on_progress=functools.partial(_progress, out, start), cost=trial_cost)
+  wall = time.monotonic() - start
+  suite_info.update(wall_time_s=wall, core_s=wall * FLAGS.parallel,
+                    cpu_s=_core_s() - cpu)
+  for (spec, _, _), results in zip(steps, every):
+    trial_s = suite_info['trial_s']
+    trial_s[spec.name] = trial_s.get(spec.name, 0.0) + sum(
+        r.wall_time_s for r in results if not r.skipped)
     phases = suite_info['phases_s'].setdefault(spec.name, {})
     for key, value in sweep.phase_totals(results).items():
       phases[key] = phases.get(key, 0) + value
-    recorders.write_json(os.path.join(out, 'suite.json'), suite_info)
+  recorders.write_json(os.path.join(out, 'suite.json'), suite_info)
 
 
 def check_determinism(out, trial_dir):
@@ -244,7 +251,7 @@ def main(argv):
     flag_defs.exit_bad_input(f'--experiments: unknown {sorted(unknown)}; '
                              f'one of {sorted(known)}')
   try:
-    steps = plan(FLAGS.preset, set(FLAGS.experiments))
+    steps = suite_lib.plan(FLAGS.preset, set(FLAGS.experiments))
   except config_lib.ConfigError as e:
     flag_defs.exit_bad_input(str(e))
   out = FLAGS.out
@@ -255,8 +262,7 @@ def main(argv):
   suite_info = {'preset': FLAGS.preset,
                 'planned_trials': sum(len(t) for _, _, t in steps),
                 'epsilon': suite_lib.epsilon(FLAGS.preset),
-                'wall_time_s': {}, 'core_s': {}, 'phases_s': {},
-                'parallel': FLAGS.parallel}
+                'parallel': FLAGS.parallel, 'trial_s': {}, 'phases_s': {}}
   recorders.write_json(os.path.join(out, 'provenance.json'),
                        provenance.collect(REPO))
   run_suite(out, steps, suite_info)

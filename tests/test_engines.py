@@ -66,10 +66,8 @@ def test_the_round_runs_in_process_and_initialize_natively():
   with inprocess.inprocess_engine('/CPU:0') as context:
     weights = proc.initialize()
     proc.next(weights, round_data(make_clients(), 0))
-    ran_here = {str(comp.type_signature) for comp, runner in
-                context._compiled.values() if runner is not None}
-  assert str(proc.iterative_process.next.type_signature) in ran_here
-  assert str(proc.iterative_process.initialize.type_signature) not in ran_here
+    assert context.runs_here(proc.iterative_process.next)
+    assert not context.runs_here(proc.iterative_process.initialize)
 
 
 def test_measure_model_runs_in_process_and_equals_native():
@@ -91,9 +89,7 @@ def test_measure_model_runs_in_process_and_equals_native():
     want = measure(weights)
   with inprocess.inprocess_engine('/CPU:0') as context:
     got = measure(weights)
-    ran_here = {str(comp.type_signature) for comp, runner in
-                context._compiled.values() if runner is not None}
-  assert str(diag._measure.type_signature) in ran_here
+    assert context.runs_here(diag.measure_model)
   assert list(got) == list(want)
   assert float(want['weight_change_rel']) > 0 and float(want['grad_norm']) > 0
   for name in want:
@@ -123,6 +119,38 @@ def test_training_on_either_engine_gives_the_same_run(tmp_path, partition):
         continue
       np.testing.assert_allclose(float(got[column]), float(value), rtol=2e-5,
                                  atol=1e-7, err_msg=column)
+
+
+@pytest.mark.parametrize('engine', ['native', 'inprocess'])
+def test_runs_differing_only_in_seed_share_computations_bit_for_bit(
+    tmp_path, monkeypatch, engine):
+  # A trial worker's next trial of the same config with another seed reuses
+  # the computations (traced, and compiled in-process, once); its run must
+  # be the one it has alone. Diagnostics (lockstep and measured rounds) on.
+  base = config_lib.ExperimentConfig(
+      num_examples=48, input_dim=6, num_clients=3, width=32, batch_size=4,
+      local_steps=2, rounds=4, diag_every=2, probe_size=8, engine=engine,
+      root_dir=str(tmp_path))
+  configs = [dataclasses.replace(base, seed=seed, experiment=f'seed-{seed}')
+             for seed in (0, 1)]
+  configs.append(dataclasses.replace(configs[1], experiment='alone'))
+  monkeypatch.setattr(training, '_shared', type(training._shared)())
+  runs = []
+  for config in configs:
+    if config.experiment == 'alone':
+      training._shared.clear()
+    summary = training.run(training.Setup.prepare(config))
+    rows = recorders.read_metrics(
+        rundir.RunDir(config).file(rundir.METRICS_CSV))
+    runs.append((summary, [{k: v for k, v in row.items()
+                            if not k.startswith('system_')} for row in rows]))
+    assert len(training._shared) == 1
+  (first, first_rows), (shared, shared_rows), (alone, alone_rows) = runs
+  assert shared['final_weights_sha256'] == alone['final_weights_sha256']
+  assert shared_rows == alone_rows
+  assert first['final_weights_sha256'] != shared['final_weights_sha256']
+  # Sharing skipped the tracing (and the in-process compilation).
+  assert shared['phases_s']['trace_s'] < alone['phases_s']['trace_s'] / 2
 
 
 def test_auto_picks_inprocess_only_with_a_gpu():

@@ -103,7 +103,10 @@ def make_suite(tmp_path, skip=(), control_like_lazy=False):
                     steps=step_rows(m, seed))
   (tmp_path / 'suite.json').write_text(json.dumps(
       {'preset': 'quick', 'epsilon': EPS, 'planned_trials': 32,
-       'wall_time_s': {'E1_width': 100.0}, 'core_s': {'E1_width': 180.0}}))
+       'parallel': 2, 'wall_time_s': 100.0, 'core_s': 200.0, 'cpu_s': 190.0,
+       'trial_s': {'E1_width': 180.0},
+       'phases_s': {'E1_width': {'rounds_s': 120.0, 'diagnostics_s': 24.0,
+                                 'startup_s': 6.0, 'trials': 32}}}))
   return tmp_path
 
 
@@ -126,7 +129,12 @@ def test_claims_recover_a_run_that_follows_the_theory(tmp_path):
   assert numbers == sorted(numbers)
   text = (tmp_path / 'REPORT.md').read_text()
   assert 'inf' not in text.replace('info', '')
-  assert '180 core-seconds' in text
+  # rounds + diagnostics: 144 s of 200 core-seconds, 80% of 180 trial-s.
+  assert ('100 s of wall time with 2 trials at a time: 200 core-seconds '
+          '(wall x parallel), 190 CPU seconds; rounds and diagnostics took '
+          '72% of the core-seconds') in text
+  assert ('180 trial-seconds; seconds by phase: rounds 120, diagnostics 24, '
+          'startup 6; rounds and diagnostics 80% of them') in text
   assert 'zero predictor' in text
   for figure in ('E1_loss.png', 'E1_lazy.png', 'E1_drift.png', 'E1_gap.png'):
     assert (tmp_path / figure).stat().st_size > 1000

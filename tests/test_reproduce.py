@@ -1,11 +1,15 @@
 """The smoke preset of the suite, end to end: every experiment, the report,
-the determinism check, a rerun that resumes instead of recomputing, and
-the plan mode, which estimates the suite without running it."""
+the determinism check, a rerun that resumes instead of recomputing, the
+same bits from a process per trial, and the plan mode, which estimates the
+suite without running it."""
 
 import json
 import os
 import subprocess
 import sys
+
+from tff_localsgd import suite as suite_lib
+from tff_localsgd import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +34,10 @@ def test_smoke_suite_writes_a_complete_report(tmp_path):
   for required in ('C1', 'C2', 'C4', 'C5', 'C6', 'C7', 'C8', 'C9', 'C10',
                    'C11', 'C12'):
     assert required in ids
-  assert suite['core_s']['E1_width'] > 0
+  # One set of --parallel trial processes ran every experiment's trials.
+  assert suite['core_s'] == 2 * suite['wall_time_s'] > 0
+  assert suite['trial_s']['E1_width'] > 0
+  assert sum(p['processes'] for p in suite['phases_s'].values()) == 2
   assert all(c['verdict'] in ('PASS', 'FAIL', 'INCONCLUSIVE')
              for c in results['claims'])
   assert results['determinism']['identical'] is True
@@ -47,6 +54,22 @@ def test_smoke_suite_writes_a_complete_report(tmp_path):
   second = reproduce(tmp_path)
   assert second.returncode == 0, second.stderr[-3000:]
   assert {p: p.stat().st_mtime for p in mtimes} == mtimes
+  assert_same_bits_in_fresh_processes(tmp_path)
+
+
+def assert_same_bits_in_fresh_processes(out):
+  """The first trial of every group, rerun as the one-process-per-trial
+  path (sweep's fresh_process), has the suite's final weights."""
+  sweeps = [(trials[:1], out / 'fresh' / spec.name / label)
+            for spec, label, trials in suite_lib.plan('smoke')]
+  every = sweep.run_sweeps(sweeps, parallel=2, fresh_process=True)
+  assert len(every) == 17  # groups: E1 2, E2 3, E3 1, E4 4, E5 4, E6 2, E7 1
+  for (_, fresh_dir), [result] in zip(sweeps, every):
+    suite_dir = out / fresh_dir.relative_to(out / 'fresh') / result.name
+    suite = json.loads((suite_dir / 'summary.json').read_text())
+    assert result.status == suite['status'], result.log_tail
+    assert result.summary['final_weights_sha256'] == suite[
+        'final_weights_sha256'], suite_dir
 
 
 def test_plan_estimates_without_running(tmp_path):

@@ -312,6 +312,30 @@ def test_resume_in_trial_workers_reruns_only_unfinished_trials(
   assert all(r.status == 'completed' for r in results)
 
 
+def test_sweeps_share_trial_processes_costliest_first(tmp_path,
+                                                     monkeypatch):
+  launches = chaos(monkeypatch, tmp_path)
+  small = sweep.expand_grid({}, [0], tiny_base())  # 1 trial: a slot idles
+  large = sweep.expand_grid({'width': ['16', '32']}, [0, 1], tiny_base())
+  cost = {t.name: float(i) for i, t in enumerate(small + large)}
+  progress = []
+  got_small, got_large = sweep.run_sweeps(
+      [(small, tmp_path / 'a'), (large, tmp_path / 'b')], parallel=2,
+      worker_module=CHAOS_WORKER, cost=lambda trial: cost[trial.name],
+      on_progress=lambda *a: progress.append(a[:2]))
+  assert [r.name for r in got_small] == [t.name for t in small]
+  assert [r.name for r in got_large] == [t.name for t in large]
+  assert all(r.status == 'completed' for r in got_small + got_large)
+  asked = chaos_launched(launches)
+  # Started costliest first: the two last trials of `large` together (the
+  # workers log them in either order), `small` last.
+  assert {name for _, name in asked[:2]} == {large[3].name, large[2].name}
+  assert asked[-1][1] == small[0].name
+  assert len({pid for pid, _ in asked}) == 2  # two processes ran all five
+  assert sorted(progress) == [(i, 5) for i in range(1, 6)]
+  assert (tmp_path / 'a' / small[0].name / 'summary.json').exists()
+
+
 def test_resume_refuses_a_sweep_of_other_flags(demo):
   trials = sweep.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
                              [0, 1], tiny_base(rounds=3))

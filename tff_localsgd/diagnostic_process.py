@@ -343,7 +343,7 @@ class ModelMeasures:
     self._indexed_d_type = tff.StructWithPythonType(
         [('x', d_type.x), ('y', d_type.y),
          ('index', tff.TensorType(np.int32))], collections.OrderedDict)
-    self._measure = self._measure_computation(proc, config, probe_type)
+    self.measure_model = self._measure_computation(proc, config, probe_type)
 
   def _measure_computation(self, proc, config, probe_type):
     spec, loss = proc.spec, config.loss
@@ -404,12 +404,19 @@ class ModelMeasures:
     activation_flip_frac..., grad_norm: ||grad F(w^t)||, client_losses:
     [F_i(w^t)]}, with grad F = sum_i p_i grad F_i over all clients.
     """
-    return self._measure(
+    return self.measure_model(
         collections.OrderedDict(weights=weights, initial=initial,
                                 initial_spectral=initial_spectral,
                                 probe_x=probe_x),
         [collections.OrderedDict(x=c['x'], y=c['y'], index=np.int32(i))
          for i, c in enumerate(clients)])
+
+
+def build_computations(proc, config, input_shape) -> tuple:
+  """(ModelMeasures, the diagnostic round: Lockstep or the measured round)."""
+  return (ModelMeasures(proc, config, input_shape),
+          Lockstep(proc, config) if config.lockstep_drift else
+          measured_round(proc))
 
 
 class Diagnostics:
@@ -420,15 +427,15 @@ class Diagnostics:
   w^t with `measure_model`; round 0 has only the latter.
   """
 
-  def __init__(self, proc, setup):
+  def __init__(self, proc, setup, computations=None):
+    """computations: build_computations(proc, config, input shape), perhaps a
+    run's whose config differs only in its seed (they hold no w^0)."""
     config, data, spec = setup.config, setup.data, setup.spec
     self.config, self.proc = config, proc
-    self.model = ModelMeasures(proc, config, data.input_shape)
-    self.lockstep = self.measured_next = None
-    if config.lockstep_drift:
-      self.lockstep = Lockstep(proc, config)
-    else:
-      self.measured_next = measured_round(proc)
+    self.model, train = computations or build_computations(
+        proc, config, data.input_shape)
+    self.lockstep = train if config.lockstep_drift else None
+    self.measured_next = None if config.lockstep_drift else train
     self.probe_x = data_lib.probe_set(data, config.probe_size, config.seed)
     self.initial = tuple(spec.initial_weights)
     self.initial_gram = None
@@ -437,6 +444,12 @@ class Diagnostics:
 
   def due(self, round_num) -> bool:
     return round_num % self.config.diag_every == 0
+
+  def in_process(self) -> list:
+    """Its computations the in-process engine runs (the lockstep round's run
+    natively)."""
+    return [self.model.measure_model] + (
+        [self.measured_next] if self.measured_next else [])
 
   def train_round(self, weights, cohort_data):
     """A diagnostic round: (w^{t+1}, metrics, histograms, step rows)."""

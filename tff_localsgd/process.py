@@ -26,6 +26,7 @@ the diagnostics take unpacked client values.
 """
 
 import collections
+import copy
 import gc
 
 import numpy as np
@@ -141,6 +142,15 @@ class LocalSGDProcess:
                               self.client_data_type)
     self.iterative_process = tff.templates.IterativeProcess(
         _initialize(spec), self.round_with())
+
+  def with_initial(self, spec: models.ModelSpec) -> 'LocalSGDProcess':
+    """This process for spec's initial weights w^0, of the same shapes: only
+    `initialize` holds w^0, so every other computation is shared."""
+    other = copy.copy(self)
+    other.spec = spec
+    other.iterative_process = tff.templates.IterativeProcess(
+        _initialize(spec), self.iterative_process.next)
+    return other
 
   def local_work(self, weights, data, measure=None):
     """K local steps of a client (or pack); `measure(weights, data, local)`,

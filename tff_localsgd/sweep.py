@@ -53,6 +53,7 @@ the run's <tag>:
                             with --diag_every > 0 only)
 """
 
+import contextlib
 import dataclasses
 import difflib
 import fcntl
@@ -146,6 +147,7 @@ class TrialResult:
   log_tail: str = ''  # the last lines of the log, for a failed trial
   log_path: str = ''
   summary: dict | None = None  # the trial's summary.json, when it has one
+  sweep_dir: str = ''  # the sweep it belongs to (run_sweeps)
 
 
 # Grid expansion and validation: pure, before anything runs.
@@ -596,7 +598,7 @@ class _Trial:
   in a process of its own (_Running) or in a trial worker (_Pooled)."""
 
   def __init__(self, trial, sweep_dir, timeout_s):
-    self.trial = trial
+    self.trial, self.sweep_dir = trial, sweep_dir
     self.dir = os.path.join(sweep_dir, trial.name)
     self.log_path = os.path.join(sweep_dir, LOGS, f'{trial.name}.log')
     rundir.RunDir(path=self.dir).clear()
@@ -741,11 +743,11 @@ class _Pooled(_Trial):
 class _FreshProcesses:
   """Each trial in a new `benchmarks.train` process (fresh_process=True)."""
 
-  def __init__(self, sweep_dir, python, timeout_s):
-    self.sweep_dir, self.python, self.timeout_s = sweep_dir, python, timeout_s
+  def __init__(self, python, timeout_s):
+    self.python, self.timeout_s = python, timeout_s
 
-  def start(self, trial) -> _Trial:
-    return _Running(trial, self.sweep_dir, self.python, self.timeout_s)
+  def start(self, trial, sweep_dir) -> _Trial:
+    return _Running(trial, sweep_dir, self.python, self.timeout_s)
 
   def done(self, running, result):
     del running, result
@@ -760,15 +762,14 @@ class _Pool:
   that ran MAX_TRIALS_PER_PROCESS, is retired, and the next trial gets a
   fresh one."""
 
-  def __init__(self, sweep_dir, python, timeout_s, module):
-    self.sweep_dir, self.python, self.timeout_s = sweep_dir, python, timeout_s
-    self.module = module
+  def __init__(self, python, timeout_s, module):
+    self.python, self.timeout_s, self.module = python, timeout_s, module
     self.idle = []
 
-  def start(self, trial) -> _Trial:
+  def start(self, trial, sweep_dir) -> _Trial:
     worker = (self.idle.pop() if self.idle else
-              _Worker(self.sweep_dir, self.python, self.module))
-    return _Pooled(trial, self.sweep_dir, worker, self.timeout_s)
+              _Worker(sweep_dir, self.python, self.module))
+    return _Pooled(trial, sweep_dir, worker, self.timeout_s)
 
   def done(self, running, result):
     """Takes the trial's worker back, or retires it (result None: the trial
@@ -853,20 +854,20 @@ def _finish(running: _Trial, timed_out=False) -> TrialResult:
 
 def _done_before(trials, sweep_dir, record) -> list:
   """Records the trials an earlier run of the sweep finished; returns the
-  others."""
+  others, as (trial, sweep_dir)."""
   pending = []
   for trial in trials:
     trial_dir = os.path.join(sweep_dir, trial.name)
     summary = _done_summary(trial_dir)
     if summary is None:
-      pending.append(trial)
+      pending.append((trial, sweep_dir))
       continue
     if not _hparams_files(trial_dir):
       write_trial_hparams(trial, trial_dir, summary)
-    record(TrialResult(trial.name, summary['status'], skipped=True,
-                       log_path=os.path.join(sweep_dir, LOGS,
-                                             f'{trial.name}.log'),
-                       summary=summary))
+    record(sweep_dir, TrialResult(
+        trial.name, summary['status'], skipped=True,
+        log_path=os.path.join(sweep_dir, LOGS, f'{trial.name}.log'),
+        summary=summary))
   return pending
 
 
@@ -880,18 +881,19 @@ def _poll(running, launcher, record):
       running.remove(r)
       result = _finish(r, timed_out)
       launcher.done(r, result)
-      record(result)
+      record(r.sweep_dir, result)
 
 
 def _run_pending(pending, parallel, launcher, record):
-  """Runs the pending trials, at most `parallel` at a time."""
+  """Runs the pending (trial, sweep_dir)s in order, at most `parallel` at a
+  time."""
   running = []
   with _SignalFlag() as stop:
     try:
       while pending or running:
         stop.check()
         while pending and len(running) < parallel:
-          running.append(launcher.start(pending.pop(0)))
+          running.append(launcher.start(*pending.pop(0)))
         _poll(running, launcher, record)
         time.sleep(POLL_S)
     finally:
@@ -920,10 +922,7 @@ def phase_totals(results) -> dict:
   return totals
 
 
-def run_sweep(trials, sweep_dir: str, *, parallel: int = 1,
-              python: str = sys.executable, timeout_s: float | None = None,
-              on_progress=None, fresh_process: bool = False,
-              worker_module: str = WORKER_MODULE) -> list:
+def run_sweep(trials, sweep_dir: str, **options) -> list:
   """Runs the trials not done yet, at most `parallel` at a time.
 
   Each trial writes <sweep_dir>/<name>/ as `python -m benchmarks.train
@@ -940,26 +939,53 @@ def run_sweep(trials, sweep_dir: str, *, parallel: int = 1,
   order of `trials`. Raises ConfigError (check_resumable; rundir.BusyError
   if another process runs the same sweep) before anything runs, and
   `Interrupted` on SIGINT/SIGTERM once no trial of the sweep is left
-  running.
+  running. Options: those of run_sweeps.
+  """
+  return run_sweeps([(trials, sweep_dir)], **options)[0]
+
+
+def run_sweeps(sweeps, *, parallel: int = 1, python: str = sys.executable,
+               timeout_s: float | None = None, on_progress=None,
+               fresh_process: bool = False,
+               worker_module: str = WORKER_MODULE, cost=None) -> list:
+  """run_sweep for several sweeps, [(trials, sweep_dir)], whose trials share
+  the `parallel` trial processes: a process goes from one sweep's trial to
+  the next sweep's, so a sweep smaller than `parallel` leaves no slot idle
+  and no process starts per sweep. cost(trial) -> float, if given, orders
+  the pending trials of all the sweeps, the costliest first, so the last
+  ones to start are short and the slots finish together (the longest-first
+  rule of list scheduling); by default they run in the order given.
+  on_progress counts the trials of all the sweeps. Returns run_sweep's list
+  for each sweep, in order.
   """
   if parallel < 1:
     raise ValueError(f'parallel must be >= 1, got {parallel}')
-  sweep_dir = os.path.abspath(os.path.expanduser(sweep_dir))
-  check_resumable(trials, sweep_dir)
+  sweeps = [(trials, os.path.abspath(os.path.expanduser(sweep_dir)))
+            for trials, sweep_dir in sweeps]
+  for trials, sweep_dir in sweeps:
+    check_resumable(trials, sweep_dir)
+  total = sum(len(trials) for trials, _ in sweeps)
   results = {}
 
-  def record(result):
-    results[result.name] = result
+  def record(sweep_dir, result):
+    result = dataclasses.replace(result, sweep_dir=sweep_dir)
+    results[sweep_dir, result.name] = result
     logging.debug('trial %s: %s%s', result.name, result.status,
                   ' (done before)' if result.skipped else '')
     if on_progress:
-      on_progress(len(results), len(trials), result)
+      on_progress(len(results), total, result)
 
-  with rundir.DirectoryLock(sweep_dir, 'sweep'):
-    os.makedirs(os.path.join(sweep_dir, LOGS), exist_ok=True)
-    write_hparams_config(trials, sweep_dir)
-    pending = _done_before(trials, sweep_dir, record)
-    launcher = (_FreshProcesses(sweep_dir, python, timeout_s) if fresh_process
-                else _Pool(sweep_dir, python, timeout_s, worker_module))
+  with contextlib.ExitStack() as locks:
+    pending = []
+    for trials, sweep_dir in sweeps:
+      locks.enter_context(rundir.DirectoryLock(sweep_dir, 'sweep'))
+      os.makedirs(os.path.join(sweep_dir, LOGS), exist_ok=True)
+      write_hparams_config(trials, sweep_dir)
+      pending += _done_before(trials, sweep_dir, record)
+    if cost is not None:
+      pending.sort(key=lambda item: -cost(item[0]))  # stable among equals
+    launcher = (_FreshProcesses(python, timeout_s) if fresh_process
+                else _Pool(python, timeout_s, worker_module))
     _run_pending(pending, parallel, launcher, record)
-  return [results[t.name] for t in trials]
+  return [[results[sweep_dir, t.name] for t in trials]
+          for trials, sweep_dir in sweeps]

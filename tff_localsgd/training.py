@@ -152,17 +152,53 @@ def _evaluate(proc, weights, clients, num_classes, prefix) -> dict:
   return out
 
 
+# The TFF computations of the last runs of this process (a trial worker runs
+# trial after trial), shared with a run whose config differs only in its
+# seed: the seed enters through the arguments (data, minibatch seeds) and
+# `initialize`, which each run builds anew (LocalSGDProcess.with_initial).
+SHARED_RUNS = 4
+_shared = collections.OrderedDict()  # key -> (process, diagnostics' or None)
+
+
+def _computations(setup):
+  """(LocalSGDProcess, diagnostic computations or None) for setup: an
+  earlier run's with this run's w^0, or new ones."""
+  config, data, spec = setup.config, setup.data, setup.spec
+  key = (dataclasses.replace(config, seed=0, root_dir='', experiment=''),
+         spec.layers, tuple(w.shape for w in spec.initial_weights),
+         data.input_shape, data.output_dim)
+  if key in _shared:
+    _shared.move_to_end(key)
+    proc, diag = _shared[key]
+    return proc.with_initial(spec), diag
+  proc = process_lib.LocalSGDProcess(spec, config, data.input_shape,
+                                     data.output_dim)
+  diag = (diagnostic_process.build_computations(proc, config,
+                                                data.input_shape)
+          if config.diag_every else None)
+  _shared[key] = proc, diag
+  while len(_shared) > SHARED_RUNS:
+    _shared.popitem(last=False)
+  return proc, diag
+
+
 class _Round:
   """The computations of one run, and one round of them at a time."""
 
   def __init__(self, setup, prediction):
     self.config, self.data = setup.config, setup.data
-    self.proc = process_lib.LocalSGDProcess(
-        setup.spec, self.config, self.data.input_shape, self.data.output_dim)
-    self.diag = (diagnostic_process.Diagnostics(self.proc, setup)
+    self.proc, computations = _computations(setup)
+    self.diag = (diagnostic_process.Diagnostics(self.proc, setup,
+                                                computations)
                  if self.config.diag_every else None)
     self.clients = _Clients(self.data, self.config)
     self.prediction = prediction
+
+  def in_process(self) -> list:
+    """The computations the in-process engine compiles: the round, the
+    evaluation and the diagnostics'."""
+    return [self.proc.iterative_process.next, self.proc.evaluate] + (
+        self.diag.in_process() if self.diag else [])
 
   def due(self, t) -> bool:
     return self.diag is not None and self.diag.due(t)
@@ -226,16 +262,20 @@ def rounds(setup: Setup, start=None, log_path=None, prediction=None,
   log_path: where the TFF worker writes its output. prediction: the run's
   theory.Prediction, recorded as theory/* (Setup.predict). Stops after a
   diverged round. The engine is up while the generator is; close() stops it.
-  phases: a dict that gets the seconds spent building the TFF computations
-  (trace_s) and starting the engine (engine_s).
+  phases: a dict that gets the seconds spent building and compiling the TFF
+  computations (trace_s; none for those an earlier run of the process
+  shared, _computations) and starting the engine (engine_s).
   """
   phases = {} if phases is None else phases
   tick = time.perf_counter()
   one = _Round(setup, prediction)
   phases['trace_s'] = time.perf_counter() - tick
   tick = time.perf_counter()
-  with engines.engine(setup.config, log_path=log_path):
+  with engines.engine(setup.config, log_path=log_path) as running:
     phases['engine_s'] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    engines.prepare(running, one.in_process())
+    phases['trace_s'] += time.perf_counter() - tick
     if start is None:
       result = one.initial()
       yield result

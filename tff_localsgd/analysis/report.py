@@ -79,32 +79,48 @@ def _figure_lines(written) -> list:
   return lines
 
 
-def _phase_text(phases, core) -> str:
-  """'; seconds by phase: ...', the trials' phases_s summed, and the share
-  of the core-seconds spent in rounds and diagnostics ('' if none)."""
+INSIDE = ('rounds', 'diagnostics')  # the phases that are training
+
+
+def _phase_text(phases, spent) -> str:
+  """'; seconds by phase: ...', the trials' phases_s summed, and their share
+  of `spent` seconds spent in rounds and diagnostics ('' if none)."""
   if not phases:
     return ''
   seconds = {k[:-len('_s')]: v for k, v in phases.items() if k.endswith('_s')}
-  inside = seconds.get('rounds', 0.0) + seconds.get('diagnostics', 0.0)
-  share = (f'; rounds and diagnostics {inside / core:.0%} of the '
-           'core-seconds' if core else '')
+  inside = sum(seconds.get(k, 0.0) for k in INSIDE)
+  share = (f'; rounds and diagnostics {inside / spent:.0%} of them'
+           if spent else '')
   return ('; seconds by phase: ' + ', '.join(
       f'{k} {v:.0f}' for k, v in seconds.items()) + share)
 
 
+def _suite_cost_line(info) -> str:
+  """The suite's wall time, core-seconds (wall x parallel) and the share of
+  them inside rounds and diagnostics."""
+  if 'wall_time_s' not in info:
+    return 'Wall time not recorded.'
+  inside = sum(phases.get(f'{k}_s', 0.0) for k in INSIDE
+               for phases in info.get('phases_s', {}).values())
+  core = info['core_s']
+  return (f'The suite ran in {info["wall_time_s"]:.0f} s of wall time with '
+          f'{info["parallel"]} trials at a time: {core:.0f} core-seconds '
+          f'(wall x parallel), {info.get("cpu_s", 0):.0f} CPU seconds; '
+          f'rounds and diagnostics took {inside / core:.0%} of the '
+          'core-seconds. Per experiment, its trials\' seconds:')
+
+
 def _experiment_lines(preset, runs, info) -> list:
-  lines = ['## Experiments', '']
-  wall, core = info.get('wall_time_s', {}), info.get('core_s', {})
+  lines = ['## Experiments', '', _suite_cost_line(info), '']
+  trial_s = info.get('trial_s', {})
   specs = suite_lib.suite(preset) if preset in suite_lib.PRESETS else ()
   for spec in specs:
     members = [r for r in runs if r.experiment == spec.name]
     counts = collections.Counter(r.status for r in members)
-    cost = f'wall time {wall[spec.name]:.0f} s' if spec.name in wall else \
-        'wall time not recorded'
-    if spec.name in core:
-      cost += f', {core[spec.name]:.0f} core-seconds'
-    cost += _phase_text(info.get('phases_s', {}).get(spec.name),
-                        core.get(spec.name))
+    spent = trial_s.get(spec.name)
+    cost = (f'{spent:.0f} trial-seconds' if spent is not None else
+            'time not recorded')
+    cost += _phase_text(info.get('phases_s', {}).get(spec.name), spent)
     lines.append(
         f'- **{spec.name}**: {spec.title}. Grid {spec.grid or "-"}; groups '
         f'{[label for label, _ in spec.groups()]}; {spec.seeds} seed(s); '

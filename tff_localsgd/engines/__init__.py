@@ -39,3 +39,11 @@ def engine(config, log_path: str | None = None):
   else:
     with inprocess.inprocess_engine(config.device, log_path=log_path) as ctx:
       yield ctx
+
+
+def prepare(running, computations):
+  """Compiles the computations that `running` (what engine() yielded) will
+  run in-process, so that a round's time is not their compilation; the
+  other engines compile at the first call."""
+  if isinstance(running, inprocess.InProcessContext):
+    running.prepare(computations)

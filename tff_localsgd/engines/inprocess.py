@@ -27,6 +27,7 @@ one is refused rather than run without it.
 
 import collections
 import contextlib
+import weakref
 
 from absl import logging
 import tensorflow as tf
@@ -186,32 +187,47 @@ def _state_and(comp):
   return round_fn
 
 
+# (id(comp), device) -> runner or None, while comp lives: a computation
+# shared by the runs of one process (training's cache) compiles once.
+_compiled = {}
+
+
 class InProcessContext(tff.framework.SyncContext):
   """Runs what compiles to a MapReduceForm here; the rest on `fallback`."""
 
   def __init__(self, device: str, fallback):
     self.device = device
     self._fallback = fallback
-    self._compiled = {}  # id(comp) -> (comp, runner or None)
 
   def _runner(self, comp):
-    key = id(comp)
-    if key not in self._compiled:
-      self._compiled[key] = (comp, self._compile(comp))
-    return self._compiled[key][1]
+    key = (id(comp), self.device)
+    if key not in _compiled:
+      _compiled[key] = self._compile(comp)
+      weakref.finalize(comp, _compiled.pop, key, None)
+    return _compiled[key]
+
+  def runs_here(self, comp) -> bool:
+    """Whether a call of comp ran (or would run) in this process."""
+    return _compiled.get((id(comp), self.device)) is not None
+
+  def prepare(self, computations):
+    """Compiles the computations now rather than at their first call."""
+    for comp in computations:
+      self._runner(comp)
 
   def _compile(self, comp):
+    """The runner of comp: (argument -> result); it holds comp's types, not
+    comp, so that comp can be collected."""
     kind = tff.framework.ConcreteComputation.get_proto(comp).WhichOneof(
         'computation')
+    parameter, result = comp.type_signature.parameter, comp.type_signature.result
     if kind == 'tensorflow':
       graph = TFGraph(comp, self.device)
-      return lambda arg: _unflatten(comp.type_signature.result, iter(graph(
-          *_flatten(arg, comp.type_signature.parameter))))
-    parameter = comp.type_signature.parameter
+      return lambda arg: _unflatten(result, iter(graph(
+          *_flatten(arg, parameter))))
     if not (isinstance(parameter, computation_types.StructType)
             and len(parameter) == 2):
       return None
-    result = comp.type_signature.result
     as_round = (comp if isinstance(result, computation_types.StructType)
                 else _state_and(comp))
     try:
