@@ -56,8 +56,44 @@ def test_inprocess_engine_equals_native(overrides):
   for got_metrics, want_metrics in zip(got[1:], want[1:]):
     assert list(got_metrics) == list(want_metrics)  # same names, same order
     for name in want_metrics:
-      np.testing.assert_allclose(got_metrics[name], want_metrics[name],
-                                 rtol=1e-6)
+      np.testing.assert_allclose(flat(got_metrics[name]),
+                                 flat(want_metrics[name]), rtol=1e-6,
+                                 err_msg=name)
+
+
+def flat(value) -> list:
+  """A metric's numbers: a scalar, or a struct's (the round's `start`)."""
+  if isinstance(value, dict):
+    return [float(v) for v in value.values()]
+  return [float(value)]
+
+
+@pytest.mark.parametrize('engine', ['native', 'inprocess'])
+@pytest.mark.parametrize('loss', ['mse', 'xent'])
+def test_the_round_evaluates_its_start_as_evaluate_does(engine, loss):
+  # train/loss of w^t comes from round t+1 (training.rounds): it must be the
+  # bits `evaluate` gives, with every client, unpacked and in order.
+  config = make_config(loss=loss, dataset='digits' if loss == 'xent' else
+                       'synthetic', algorithm='local_gd')
+  spec, proc = build(config)
+  clients = round_data(make_clients(loss, seed=3), 0)
+  rng = np.random.default_rng(4)
+  weights = tuple((w + 0.3 * rng.standard_normal(w.shape) * np.std(w)).astype(
+      np.float32) for w in spec.initial_weights)
+  run = (native.native_engine() if engine == 'native' else
+         inprocess.inprocess_engine('/CPU:0'))
+  with run:
+    _, metrics = proc.next(weights, clients)
+    want = proc.evaluate(weights, clients)
+  assert list(metrics['start']) == list(want)
+  for name in want:
+    assert np.float32(metrics['start'][name]).tobytes() == np.float32(
+        want[name]).tobytes(), name
+  assert float(want['loss_sum']) > 0
+  # Not when the round's clients are packs or a sampled cohort.
+  for other in (dict(clients_per_pack=2), dict(clients_per_round=3)):
+    _, proc = build(dataclasses.replace(config, **other))
+    assert not proc.evaluates_start
 
 
 def test_the_round_runs_in_process_and_initialize_natively():

@@ -452,12 +452,14 @@ class Diagnostics:
         [self.measured_next] if self.measured_next else [])
 
   def train_round(self, weights, cohort_data):
-    """A diagnostic round: (w^{t+1}, metrics, histograms, step rows)."""
+    """A diagnostic round: (w^{t+1}, metrics, histograms, step rows, the
+    evaluation sums of w^t or None: the measured round's `start`)."""
     if self.lockstep is None:
       weights, out = self.measured_next(weights, self.proc.pack(cohort_data))
       return weights, {
           'train/local_loss': float(out['local_loss']),
-          'drift/grad_diff_vs_start': float(out['grad_diff_vs_start'])}, {}, ()
+          'drift/grad_diff_vs_start': float(out['grad_diff_vs_start'])}, {}, (
+          ), out.get('start')
     weights, summary, per_client = self.lockstep.next(
         weights, cohort_data, steps_per_call=self.steps_per_call)
     steps = summary['steps']
@@ -474,7 +476,7 @@ class Diagnostics:
       step_rows = tuple({'local_step': k, **{name: float(step[name])
                                              for name in step}}
                         for k, step in enumerate(steps))
-    return weights, metrics, histograms, step_rows
+    return weights, metrics, histograms, step_rows, None
 
   def measure_model(self, weights, all_clients, round_num):
     """Diagnostics of the averaged model w^t: lazy/*, ntk/*, train/grad_norm."""

@@ -3,11 +3,15 @@
     setup = training.Setup.prepare(config)   # validate, load data, build model
     summary = training.run(setup)             # rounds() into its RunDir
 
-Round t >= 1 samples the cohort S_t, runs the TFF round (on diagnostic rounds
-the measured one, diagnostic_process.Diagnostics), evaluates F(w^{t+1}) (and
-the test loss) and, on diagnostic rounds, measures the averaged model. Round
-0 is the initial model w^0, evaluated and measured. A round whose loss is not
-finite is the last one yielded: the run diverged.
+Round t >= 1 samples the cohort S_t and runs the TFF round from w^{t-1} (on
+diagnostic rounds the measured one, diagnostic_process.Diagnostics); w^t is
+then evaluated, F(w^t) (and the test loss), and on diagnostic rounds the
+averaged model measured. Round 0 is the initial model w^0, evaluated and
+measured. When every client takes part, round t+1's TFF call computes F(w^t)
+itself (process.py's `start`, the bits `evaluate` gives), so round t is
+yielded after round t+1 has run, and only the last round (and one before a
+lockstep round) costs an evaluation call. A round whose loss is not finite
+is the last one yielded: the run diverged.
 """
 
 import collections
@@ -144,8 +148,9 @@ class _Clients:
             for i in indices]
 
 
-def _evaluate(proc, weights, clients, num_classes, prefix) -> dict:
-  sums = proc.evaluate(weights, clients)
+def _evaluation(sums, num_classes, prefix) -> dict:
+  """{prefix/loss, prefix/accuracy}: F(w) from evaluation sums (`evaluate`'s,
+  or the round's `start`)."""
   out = {f'{prefix}/loss': float(sums['loss_sum'] / sums['num_examples'])}
   if num_classes:
     out[f'{prefix}/accuracy'] = float(sums['correct'] / sums['num_examples'])
@@ -203,14 +208,16 @@ class _Round:
   def due(self, t) -> bool:
     return self.diag is not None and self.diag.due(t)
 
-  def measure(self, t, weights, metrics, histograms):
-    """F(w^t) on the training (and test) clients; on diagnostic rounds the
+  def measure(self, t, weights, metrics, histograms, sums=None):
+    """F(w^t) on the training (and test) clients (the training clients' from
+    `sums`, if given: the next round's `start`); on diagnostic rounds the
     averaged model's diagnostics too. Adds to metrics and histograms."""
-    metrics.update(_evaluate(self.proc, weights, self.clients.all,
-                             self.data.num_classes, 'train'))
+    num_classes = self.data.num_classes
+    sums = sums or self.proc.evaluate(weights, self.clients.all)
+    metrics.update(_evaluation(sums, num_classes, 'train'))
     if self.clients.test:
-      metrics.update(_evaluate(self.proc, weights, self.clients.test,
-                               self.data.num_classes, 'test'))
+      metrics.update(_evaluation(
+          self.proc.evaluate(weights, self.clients.test), num_classes, 'test'))
     if self.prediction is not None and self.prediction.curve is not None:
       metrics[THEORY_PREFIX + 'loss'] = self.prediction.curve[t]
     if self.due(t):
@@ -222,15 +229,12 @@ class _Round:
       histograms.update(model_histograms)
 
   def initial(self) -> RoundResult:
-    weights = self.proc.initialize()
-    metrics, histograms = {}, {}
-    self.measure(0, weights, metrics, histograms)
-    if self.prediction is not None:
-      metrics.update(theory_scalars(self.prediction))
-    return RoundResult(0, weights, metrics, histograms)
+    """w^0, its measurements to come (finish)."""
+    return RoundResult(0, self.proc.initialize(), {})
 
-  def train(self, t, weights) -> RoundResult:
-    """Round t from w^{t-1}: train the cohort, then measure w^t."""
+  def train(self, t, weights) -> tuple:
+    """Round t from w^{t-1}: (its RoundResult, w^t to be measured by finish;
+    the evaluation sums of w^{t-1} if the round computed them, else None)."""
     config = self.config
     tick = time.perf_counter()
     cohort = sample_cohort(config.seed, t, config.num_clients,
@@ -238,18 +242,30 @@ class _Round:
     cohort_data = self.clients.cohort(cohort, t)
     histograms, step_rows = {}, ()
     if self.due(t):
-      weights, metrics, histograms, step_rows = self.diag.train_round(
+      weights, metrics, histograms, step_rows, start = self.diag.train_round(
           weights, cohort_data)
     else:
       weights, out = self.proc.next(weights, self.proc.pack(cohort_data))
       metrics = {'train/local_loss': float(out['local_loss'])}
+      start = out.get('start')
     round_time = time.perf_counter() - tick
     metrics[TIMING_PREFIX + 'round_time_s'] = round_time
     metrics[TIMING_PREFIX + 'examples_per_s'] = config.examples_per_round(
         [self.data.client_sizes[i] for i in cohort]) / round_time
-    if t % config.eval_every == 0 or t == config.rounds or self.due(t):
-      self.measure(t, weights, metrics, histograms)
-    return RoundResult(t, weights, metrics, histograms, step_rows)
+    return RoundResult(t, weights, metrics, histograms, step_rows), start
+
+  def finish(self, result, sums) -> RoundResult:
+    """The round with its measurements of w^t, if round t has them (every
+    eval_every rounds, the last and diagnostic rounds): F(w^t) from `sums`
+    (round t+1's start) or an evaluation call."""
+    t, config = result.round, self.config
+    if t == 0 or t % config.eval_every == 0 or t == config.rounds or (
+        self.due(t)):
+      self.measure(t, result.weights, result.metrics, result.histograms,
+                   sums)
+    if t == 0 and self.prediction is not None:
+      result.metrics.update(theory_scalars(self.prediction))
+    return result
 
 
 def rounds(setup: Setup, start=None, log_path=None, prediction=None,
@@ -276,18 +292,22 @@ def rounds(setup: Setup, start=None, log_path=None, prediction=None,
     tick = time.perf_counter()
     engines.prepare(running, one.in_process())
     phases['trace_s'] += time.perf_counter() - tick
+    # Round t is yielded once round t+1 has run: that round's call also
+    # evaluates w^t (process.py's `start`), which saves a call per round.
     if start is None:
-      result = one.initial()
-      yield result
-      t0, weights = 0, result.weights
+      held = one.initial()
+      t0, weights = 0, held.weights
     else:
-      t0, weights = start
+      (t0, weights), held = start, None
     for t in range(t0 + 1, setup.config.rounds + 1):
-      result = one.train(t, weights)
-      yield result
-      if result.diverged:
-        return
-      weights = result.weights
+      result, sums = one.train(t, weights)
+      if held is not None:
+        yield one.finish(held, sums)
+        if held.diverged:
+          return
+      held, weights = result, result.weights
+    if held is not None:
+      yield one.finish(held, None)
 
 
 def weights_digest(weights) -> str:
