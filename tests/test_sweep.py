@@ -315,25 +315,38 @@ def test_resume_in_trial_workers_reruns_only_unfinished_trials(
 def test_sweeps_share_trial_processes_costliest_first(tmp_path,
                                                      monkeypatch):
   launches = chaos(monkeypatch, tmp_path)
-  small = sweep.expand_grid({}, [0], tiny_base())  # 1 trial: a slot idles
+  # 1 trial (a slot idles), cheap; 4 trials, of which seeds tie.
+  small = sweep.expand_grid({}, [0], tiny_base(local_steps=1))
   large = sweep.expand_grid({'width': ['16', '32']}, [0, 1], tiny_base())
-  cost = {t.name: float(i) for i, t in enumerate(small + large)}
+  cost = lambda trial: sweep.trial_config(trial)['width'] * (
+      sweep.trial_config(trial)['local_steps'] - 1)
   progress = []
   got_small, got_large = sweep.run_sweeps(
       [(small, tmp_path / 'a'), (large, tmp_path / 'b')], parallel=2,
-      worker_module=CHAOS_WORKER, cost=lambda trial: cost[trial.name],
+      worker_module=CHAOS_WORKER, cost=cost,
       on_progress=lambda *a: progress.append(a[:2]))
   assert [r.name for r in got_small] == [t.name for t in small]
   assert [r.name for r in got_large] == [t.name for t in large]
   assert all(r.status == 'completed' for r in got_small + got_large)
   asked = chaos_launched(launches)
-  # Started costliest first: the two last trials of `large` together (the
-  # workers log them in either order), `small` last.
-  assert {name for _, name in asked[:2]} == {large[3].name, large[2].name}
-  assert asked[-1][1] == small[0].name
   assert len({pid for pid, _ in asked}) == 2  # two processes ran all five
+  assert asked[-1][1] == small[0].name  # the cheapest last
+  # The costliest first, and a process's next trial is its last one's seed
+  # sibling (whose computations it has): width 32 in one, 16 in the other.
+  assert {name for _, name in asked[:2]} == {
+      'width-32_seed-0', 'width-16_seed-0'}
+  by_pid = {}
+  for pid, name in asked[:4]:
+    by_pid.setdefault(pid, []).append(name.split('_')[0])
+  assert sorted(by_pid.values()) == [['width-16'] * 2, ['width-32'] * 2]
   assert sorted(progress) == [(i, 5) for i in range(1, 6)]
   assert (tmp_path / 'a' / small[0].name / 'summary.json').exists()
+
+
+def test_seedless_key_tells_seed_siblings():
+  trials = sweep.expand_grid({'width': ['16', '32']}, [0, 1], tiny_base())
+  keys = [sweep.seedless_key(t) for t in trials]
+  assert keys[0] == keys[1] != keys[2] == keys[3]
 
 
 def test_resume_refuses_a_sweep_of_other_flags(demo):

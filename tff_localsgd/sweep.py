@@ -677,6 +677,7 @@ class _Worker:
     os.set_blocking(self.proc.stdout.fileno(), False)
     self._buffer = b''
     self.trials = 0  # started in this process
+    self.last_key = None  # seedless_key of its last trial
 
   def send(self, request: dict):
     self.trials += 1
@@ -740,11 +741,24 @@ class _Pooled(_Trial):
     return (self._reply or {}).get('error', '')
 
 
+def seedless_key(trial: Trial) -> str:
+  """Equal for trials that differ only in their seed: a trial process that
+  ran one has built and compiled the other's computations (training's
+  cache)."""
+  config = trial_config(trial)
+  return json.dumps({k: v for k, v in config.items() if k not in NOT_SWEPT},
+                    sort_keys=True)
+
+
 class _FreshProcesses:
   """Each trial in a new `benchmarks.train` process (fresh_process=True)."""
 
   def __init__(self, python, timeout_s):
     self.python, self.timeout_s = python, timeout_s
+
+  def pick(self, pending) -> int:
+    del pending
+    return 0
 
   def start(self, trial, sweep_dir) -> _Trial:
     return _Running(trial, sweep_dir, self.python, self.timeout_s)
@@ -765,15 +779,37 @@ class _Pool:
   def __init__(self, python, timeout_s, module):
     self.python, self.timeout_s, self.module = python, timeout_s, module
     self.idle = []
+    self.running = []  # the seedless keys of the trials running
+
+  def pick(self, pending) -> int:
+    """The index of the pending (trial, sweep_dir) to start: a trial whose
+    seed sibling an idle worker ran last (it has the computations), else
+    the first whose sibling is not running (that worker will want it),
+    else the first."""
+    keys = [seedless_key(trial) for trial, _ in pending]
+    last = {worker.last_key for worker in self.idle}
+    for wanted in (lambda k: k in last, lambda k: k not in self.running):
+      for i, key in enumerate(keys):
+        if wanted(key):
+          return i
+    return 0
 
   def start(self, trial, sweep_dir) -> _Trial:
-    worker = (self.idle.pop() if self.idle else
-              _Worker(sweep_dir, self.python, self.module))
+    key = seedless_key(trial)
+    same = [w for w in self.idle if w.last_key == key]
+    if same or self.idle:
+      worker = same[0] if same else self.idle[-1]
+      self.idle.remove(worker)
+    else:
+      worker = _Worker(sweep_dir, self.python, self.module)
+    worker.last_key = key
+    self.running.append(key)
     return _Pooled(trial, sweep_dir, worker, self.timeout_s)
 
   def done(self, running, result):
     """Takes the trial's worker back, or retires it (result None: the trial
     was stopped with the sweep)."""
+    self.running.remove(running.worker.last_key)
     if (result is not None and result.status in DONE and
         running.worker.trials < MAX_TRIALS_PER_PROCESS and
         running.proc.poll() is None):
@@ -893,7 +929,8 @@ def _run_pending(pending, parallel, launcher, record):
       while pending or running:
         stop.check()
         while pending and len(running) < parallel:
-          running.append(launcher.start(*pending.pop(0)))
+          running.append(launcher.start(*pending.pop(
+              launcher.pick(pending))))
         _poll(running, launcher, record)
         time.sleep(POLL_S)
     finally:
@@ -951,7 +988,9 @@ def run_sweeps(sweeps, *, parallel: int = 1, python: str = sys.executable,
   """run_sweep for several sweeps, [(trials, sweep_dir)], whose trials share
   the `parallel` trial processes: a process goes from one sweep's trial to
   the next sweep's, so a sweep smaller than `parallel` leaves no slot idle
-  and no process starts per sweep. cost(trial) -> float, if given, orders
+  and no process starts per sweep. A process goes on with a trial that
+  differs from its last one only in the seed when one is pending, since it
+  has that trial's computations (_Pool.pick). cost(trial) -> float, if given, orders
   the pending trials of all the sweeps, the costliest first, so the last
   ones to start are short and the slots finish together (the longest-first
   rule of list scheduling); by default they run in the order given.
