@@ -30,6 +30,7 @@ from absl import logging
 import benchmarks  # noqa: F401  (the binaries' environment, before TF)
 from benchmarks import flags as flag_defs
 from tff_localsgd import sweep
+from tff_localsgd import training
 
 flag_defs.define_config_flags()
 flags.DEFINE_multi_string('grid', ['width=256,1024'], 'key=v1,v2,...: sweep '
@@ -46,7 +47,6 @@ _DEFAULTS = dict(dataset='synthetic', num_examples=64, input_dim=16,
                  lr_scale='width', algorithm='local_gd', local_steps=5,
                  batch_size=4, rounds=30, probe_size=32)
 WAYS = ('pooled', 'fresh')
-INSIDE = ('rounds_s', 'diagnostics_s')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +66,8 @@ class Measurement:
   @property
   def inside_fraction(self) -> float:
     """Of the core-seconds, the fraction inside rounds and diagnostics."""
-    return sum(self.phases_s.get(k, 0.0) for k in INSIDE) / self.core_s
+    return sum(self.phases_s.get(k, 0.0)
+               for k in training.TRAINING_PHASES) / self.core_s
 
 
 def _children_cpu_s() -> float:

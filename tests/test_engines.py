@@ -90,8 +90,10 @@ def test_the_round_evaluates_its_start_as_evaluate_does(engine, loss):
     assert np.float32(metrics['start'][name]).tobytes() == np.float32(
         want[name]).tobytes(), name
   assert float(want['loss_sum']) > 0
-  # Not when the round's clients are packs or a sampled cohort.
-  for other in (dict(clients_per_pack=2), dict(clients_per_round=3)):
+  # Not when the round's clients are packs or a sampled cohort, nor when
+  # not every round is evaluated.
+  for other in (dict(clients_per_pack=2), dict(clients_per_round=3),
+                dict(eval_every=2)):
     _, proc = build(dataclasses.replace(config, **other))
     assert not proc.evaluates_start
 

@@ -115,6 +115,11 @@ class ExperimentConfig:
       raise ConfigError(unknown[0], 'unknown config field')
     return cls(**values)
 
+  def seedless(self) -> 'ExperimentConfig':
+    """This config with its seed and output place cleared: equal for runs
+    that differ only in their seed, which share their TFF computations."""
+    return dataclasses.replace(self, seed=0, root_dir='', experiment='')
+
   def validate(self) -> 'ExperimentConfig':
     """Returns self, or raises ConfigError naming the first bad field."""
     self._validate_values()

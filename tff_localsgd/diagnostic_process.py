@@ -456,10 +456,9 @@ class Diagnostics:
     evaluation sums of w^t or None: the measured round's `start`)."""
     if self.lockstep is None:
       weights, out = self.measured_next(weights, self.proc.pack(cohort_data))
-      return weights, {
-          'train/local_loss': float(out['local_loss']),
-          'drift/grad_diff_vs_start': float(out['grad_diff_vs_start'])}, {}, (
-          ), out.get('start')
+      metrics = {'train/local_loss': float(out['local_loss']),
+                 'drift/grad_diff_vs_start': float(out['grad_diff_vs_start'])}
+      return weights, metrics, {}, (), out.get('start')
     weights, summary, per_client = self.lockstep.next(
         weights, cohort_data, steps_per_call=self.steps_per_call)
     steps = summary['steps']

@@ -147,10 +147,12 @@ class LocalSGDProcess:
                       if config.clients_per_pack > 1 else
                       self.client_data_type)
     # The round also evaluates F(w^t), as `evaluate` would on all clients,
-    # when its clients are all clients, unpacked and in order: the metric
-    # `start`, which saves the run an evaluation call per round.
+    # when its clients are all clients, unpacked and in order, and every
+    # round is evaluated: the metric `start`, which saves the run an
+    # evaluation call per round (and costs a forward pass a round).
     self.evaluates_start = (config.clients_per_pack == 1 and
-                            config.cohort_size == config.num_clients)
+                            config.cohort_size == config.num_clients and
+                            config.eval_every == 1)
     self.server_update = _server_update(spec, config.server_lr,
                                         self.weights_type)
     self.evaluate = _evaluate(spec, config.loss, self.weights_type,

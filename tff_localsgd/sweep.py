@@ -741,13 +741,11 @@ class _Pooled(_Trial):
     return (self._reply or {}).get('error', '')
 
 
-def seedless_key(trial: Trial) -> str:
+def seedless_key(trial: Trial) -> config_lib.ExperimentConfig:
   """Equal for trials that differ only in their seed: a trial process that
   ran one has built and compiled the other's computations (training's
-  cache)."""
-  config = trial_config(trial)
-  return json.dumps({k: v for k, v in config.items() if k not in NOT_SWEPT},
-                    sort_keys=True)
+  cache, keyed alike)."""
+  return config_lib.ExperimentConfig.from_dict(trial_config(trial)).seedless()
 
 
 class _FreshProcesses:

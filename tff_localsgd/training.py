@@ -169,8 +169,7 @@ def _computations(setup):
   """(LocalSGDProcess, diagnostic computations or None) for setup: an
   earlier run's with this run's w^0, or new ones."""
   config, data, spec = setup.config, setup.data, setup.spec
-  key = (dataclasses.replace(config, seed=0, root_dir='', experiment=''),
-         spec.layers, tuple(w.shape for w in spec.initial_weights),
+  key = (config.seedless(), spec.layers, tuple(w.shape for w in spec.initial_weights),
          data.input_shape, data.output_dim)
   if key in _shared:
     _shared.move_to_end(key)
@@ -259,8 +258,7 @@ class _Round:
     eval_every rounds, the last and diagnostic rounds): F(w^t) from `sums`
     (round t+1's start) or an evaluation call."""
     t, config = result.round, self.config
-    if t == 0 or t % config.eval_every == 0 or t == config.rounds or (
-        self.due(t)):
+    if t % config.eval_every == 0 or t == config.rounds or self.due(t):
       self.measure(t, result.weights, result.metrics, result.histograms,
                    sums)
     if t == 0 and self.prediction is not None:
@@ -343,13 +341,19 @@ class _Progress:
                  total, loss_text, round_time, eta)
 
 
+# The phases that are training: a suite's share of time "inside rounds".
+TRAINING_PHASES = ('rounds_s', 'diagnostics_s')
+
+
 class _Phases:
   """Seconds by phase of one run, summary.json's phases_s: start-up and data
   (given by the caller), theory (the prediction), trace (building the TFF
-  computations), engine (starting and stopping it), rounds and diagnostics
-  (system/round_time_s and system/diag_time_s summed), evaluation (the rest
-  of producing the rounds: F(w^t), the first calls' compilation), writing
-  (the RunDir). The keys sum to the run's time in this process."""
+  computations, and compiling them on the in-process engine), engine
+  (starting and stopping it), rounds and diagnostics (system/round_time_s
+  and system/diag_time_s summed), evaluation (the rest of producing the
+  rounds: F(w^t) where the round does not compute it, the native engine's
+  first calls), writing (the RunDir). The keys sum to the run's time in this
+  process."""
 
   ORDER = ('startup_s', 'data_s', 'theory_s', 'trace_s', 'engine_s',
            'rounds_s', 'diagnostics_s', 'evaluation_s', 'writing_s')

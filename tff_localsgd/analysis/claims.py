@@ -82,7 +82,6 @@ class Claim:
   data: dict = dataclasses.field(default_factory=dict)
 
 
-
 def _by(runs, key):
   out = collections.defaultdict(list)
   for r in runs:

@@ -59,7 +59,6 @@ MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X')
 END_MARKERS = {'censored': '>', 'plateau': 'x', 'diverged': '*'}
 
 
-
 def _save(fig, out_dir, name):
   fig.tight_layout()
   files.atomic_write(os.path.join(out_dir, name),

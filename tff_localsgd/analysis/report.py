@@ -12,6 +12,7 @@ import os
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
 from tff_localsgd import suite as suite_lib
+from tff_localsgd import training
 from tff_localsgd.analysis import board
 from tff_localsgd.analysis import claims as claims_lib
 from tff_localsgd.analysis import figures
@@ -79,16 +80,13 @@ def _figure_lines(written) -> list:
   return lines
 
 
-INSIDE = ('rounds', 'diagnostics')  # the phases that are training
-
-
 def _phase_text(phases, spent) -> str:
   """'; seconds by phase: ...', the trials' phases_s summed, and their share
   of `spent` seconds spent in rounds and diagnostics ('' if none)."""
   if not phases:
     return ''
   seconds = {k[:-len('_s')]: v for k, v in phases.items() if k.endswith('_s')}
-  inside = sum(seconds.get(k, 0.0) for k in INSIDE)
+  inside = sum(phases.get(k, 0.0) for k in training.TRAINING_PHASES)
   share = (f'; rounds and diagnostics {inside / spent:.0%} of them'
            if spent else '')
   return ('; seconds by phase: ' + ', '.join(
@@ -100,7 +98,7 @@ def _suite_cost_line(info) -> str:
   them inside rounds and diagnostics."""
   if 'wall_time_s' not in info:
     return 'Wall time not recorded.'
-  inside = sum(phases.get(f'{k}_s', 0.0) for k in INSIDE
+  inside = sum(phases.get(k, 0.0) for k in training.TRAINING_PHASES
                for phases in info.get('phases_s', {}).values())
   core = info['core_s']
   return (f'The suite ran in {info["wall_time_s"]:.0f} s of wall time with '

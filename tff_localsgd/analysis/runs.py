@@ -16,6 +16,7 @@ import os
 
 from tff_localsgd import outcomes
 from tff_localsgd import rundir
+from tff_localsgd import sweep
 
 
 @dataclasses.dataclass
@@ -92,7 +93,7 @@ class Run:
 def finished(runs, experiment, group=None) -> list:
   """The finished runs (completed or diverged) of an experiment and group."""
   return [r for r in runs if r.experiment == experiment and
-          r.status in ('completed', 'diverged') and
+          r.status in sweep.DONE and
           (group is None or r.group == group)]
 
 
