@@ -134,8 +134,9 @@ METRICS = (
            'averaged model (diagnostic rounds)'),
     Metric('system/round_time_s', 'seconds',
            'wall time of the round\'s TFF computation (the lockstep round on a '
-           'diagnostic round); with every client in the round it includes '
-           'F(w^{t-1}), which the round evaluates for train/loss'),
+           'diagnostic round); when the round evaluates F(w^{t-1}) for '
+           'train/loss (every client in it, unpacked, --eval_every=1), that '
+           'too'),
     Metric('system/examples_per_s',
            'Σ_{i∈S_t} K·B / round_time_s (Σ_{i∈S_t} K·n_i for local_gd)',
            'example gradients the round computed per second'),
