@@ -163,3 +163,18 @@ def test_slope_verdict_needs_one_threshold():
     fits.slope_verdict(fit, below=0.0, above=-1.0)
   with pytest.raises(ValueError, match='finite'):
     fits.slope_verdict(fit, below=math.nan)
+
+
+def test_mean_fit_is_the_student_t_interval():
+  values = [0.1, -0.3, 0.25, 0.05]
+  fit = fits.mean_fit(values)
+  half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
+  assert fit.mean == pytest.approx(np.mean(values), rel=1e-12)
+  assert (fit.ci_low, fit.ci_high) == pytest.approx(
+      (np.mean(values) - half, np.mean(values) + half), rel=1e-12)
+  # It decides through the same verdicts as a slope.
+  assert fits.interval_verdict(fit, -1.0, 1.0) == 'PASS'
+  assert fits.interval_verdict(fits.mean_fit([2.0, 2.1, 2.2]), -1, 1) == 'FAIL'
+  assert math.isnan(fits.mean_fit([1.0]).ci_low)
+  with pytest.raises(ValueError):
+    fits.mean_fit([1.0, math.nan])

@@ -178,3 +178,33 @@ def slope_verdict(fit, *, below: float | None = None,
   else:
     passed, failed = low > above, high < above
   return 'PASS' if passed else 'FAIL' if failed else 'INCONCLUSIVE'
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanFit(_Dict):
+  """The mean of G paired per-seed values and its Student t interval:
+  mean +- t_{(1+c)/2, G-1} s / sqrt(G) (nan with one value)."""
+  mean: float
+  ci_low: float
+  ci_high: float
+  num_groups: int
+
+  @property
+  def exponent(self) -> float:  # interval_verdict and slope_verdict read it
+    return self.mean
+
+
+def mean_fit(values, *, confidence: float = 0.95) -> MeanFit:
+  """The t-interval of the mean of per-seed values (e.g. paired slope
+  differences, one per seed). Raises ValueError on a non-finite value."""
+  values = _vector('values', values)
+  if values.size == 0 or not np.all(np.isfinite(values)):
+    raise ValueError('mean_fit needs finite values, at least one')
+  mean = float(values.mean())
+  low = high = math.nan
+  if values.size > 1:
+    half = (stats.t.ppf((1 + confidence) / 2, values.size - 1)
+            * values.std(ddof=1) / math.sqrt(values.size))
+    low, high = mean - half, mean + half
+  return MeanFit(mean, float(low), float(high), int(values.size))
+
