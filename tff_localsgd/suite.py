@@ -108,21 +108,21 @@ def _sizes(preset):
                     grid_widths=(32, 128), wide_n=32, clients=2, rounds=6,
                     seeds=2, depths=(1, 2), wide=128, ks=(1, 4),
                     lrs=(8.0, 4.0), eps=1e-1, diag_every=3, pair_seeds=1,
-                    digits_n=64, digits_widths=(32, 128)),
+                    digits_n=64, digits_widths=(32, 128), alpha=0.1),
       'quick': dict(widths=(256, 512, 1024, 2048), n=64,
                     grid_ns=(16, 32, 64, 128),
                     grid_widths=(64, 128, 256, 512, 1024, 2048), wide_n=256,
                     clients=4, rounds=30, seeds=4, depths=(1, 2, 4),
                     wide=1024, ks=(1, 2, 5, 10, 20), lrs=(8.0, 4.0),
                     eps=1e-2, diag_every=10, pair_seeds=4,
-                    digits_n=128, digits_widths=(64, 256, 1024)),
-      'paper': dict(widths=(512, 1024, 2048, 4096, 8192), n=256,
+                    digits_n=128, digits_widths=(64, 256, 1024), alpha=0.1),
+      'paper': dict(widths=(512, 1024, 2048, 4096), n=256,
                     grid_ns=(64, 128, 256, 512),
                     grid_widths=(256, 1024, 4096, 16384), wide_n=1024,
                     clients=16, rounds=200, seeds=5, depths=(1, 2, 4, 8),
                     wide=4096, ks=(1, 2, 5, 10, 20, 50), lrs=(8.0, 4.0),
                     eps=1e-4, diag_every=10, pair_seeds=5,
-                    digits_n=0, digits_widths=(256, 4096)),
+                    digits_n=0, digits_widths=(256, 4096), alpha=0.2),
   }[preset]
 
 
@@ -184,7 +184,8 @@ def _heterogeneity(s, wide) -> ExperimentSpec:
   """E4: partitions at large width, and the half-step arm (C7, C16)."""
   partitions = (
       dict(partition='iid', label='iid'),
-      dict(partition='dirichlet', dirichlet_alpha=0.1, label='dirichlet_0.1'),
+      dict(partition='dirichlet', dirichlet_alpha=s['alpha'],
+           label=f'dirichlet_{s["alpha"]:g}'),
       dict(partition='shards', shards_per_client=2, label='shards_2'),
       dict(partition='shards', shards_per_client=1, label='shards_1'))
   half = tuple(dict(p, client_lr=CLIENT_LR / 2, label=p['label'] + '_half')
