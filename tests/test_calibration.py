@@ -2,7 +2,11 @@
 exponent b, the figures and the theory's widths, on constructed pairs with
 known answers (err = c m^beta n^gamma exactly, or hand-computed cases)."""
 
+import dataclasses
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -357,6 +361,16 @@ def test_surface_fit_interval_is_the_delta_method_on_the_ols_covariance():
   assert fit.floored == ((16, 64),) and fit.excluded == ((128, 2048),)
 
 
+def test_agree_is_the_overlap_of_the_two_intervals():
+  fit = wt.exponent_fit(power_grid(), LEVEL, n_boot=20)  # [1.5, 1.5]
+  surface = wt.surface_fit(power_grid())
+  assert wt.agree(fit, surface)
+  shifted = dataclasses.replace(surface, ci_low=1.6, ci_high=2.0)
+  assert not wt.agree(fit, shifted)
+  assert wt.agree(fit, dataclasses.replace(shifted, ci_low=1.5))
+  assert not wt.agree(dataclasses.replace(fit, ci_low=math.nan), surface)
+
+
 # The error falls with m, or does not.
 
 
@@ -464,3 +478,14 @@ def test_comparison_table_puts_the_measured_b_beside_them():
   assert '| This kit, surface fit |' in table and '| 1.50, 95% CI' in table
   assert table.endswith(theory_widths.NOTE)
   assert 'a different quantity' in theory_widths.NOTE
+
+
+def test_the_calibration_modules_import_no_tensorflow():
+  # A report rebuilt on a machine without TensorFlow draws these too.
+  code = ('import sys\n'
+          'from tff_localsgd.analysis import calibration, '
+          'calibration_figures, theory_widths, width_threshold\n'
+          'sys.exit(3 if "tensorflow" in sys.modules else 0)\n')
+  done = subprocess.run([sys.executable, '-c', code], check=False,
+                        cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert done.returncode == 0

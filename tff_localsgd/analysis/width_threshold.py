@@ -308,6 +308,15 @@ def surface_fit(pairs, floor: float = FLOOR, statistic: str = 'rounds',
                      if not math.isfinite(c.e)))
 
 
+def agree(fit: ExponentFit, surface: SurfaceFit) -> bool:
+  """Whether the two estimates of b are consistent: their intervals
+  [ci_low, ci_high] overlap (False when either is nan, i.e. missing)."""
+  bounds = (fit.ci_low, fit.ci_high, surface.ci_low, surface.ci_high)
+  if any(math.isnan(v) for v in bounds):
+    return False
+  return fit.ci_low <= surface.ci_high and surface.ci_low <= fit.ci_high
+
+
 @dataclasses.dataclass(frozen=True)
 class Fall:
   """At one n: the mean per-seed slope of log err on log m (None without
