@@ -30,9 +30,11 @@ From the runs of a grid n x m x seeds (one study; calibration.Pair):
         so b_surface = -gamma/beta, with the delta-method t-interval
         b +- t_{0.975, N-3} sqrt(g^T Sigma g), g = d b / d(a, beta, gamma)
         = (0, gamma/beta^2, -1/beta), Sigma the OLS covariance (fits).
+        `agree`: whether its interval and the bootstrap b's overlap.
   Falls with m: at each n, the per-seed slope of log err on log m and its
-        t-interval over the seeds (fits.seed_slope_fit); PASS when the
-        interval lies below 0.
+        t-interval over the seeds (fits.seed_slope_fit; err floored at
+        FLOOR, runs without a finite err left out and named); PASS when the
+        interval lies below 0, FAIL when above.
 """
 
 import dataclasses
