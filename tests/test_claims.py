@@ -21,6 +21,7 @@ from tff_localsgd.analysis.claims import base
 from tff_localsgd.analysis.claims import federated
 from tff_localsgd.analysis.claims import lazy
 from tff_localsgd.analysis.claims import prediction
+from tff_localsgd.analysis.claims import threshold
 
 F0, EPS = 1.0, 1e-2
 SEEDS = range(4)
@@ -439,3 +440,50 @@ def test_evaluate_claims_orders_every_claim_by_number():
   assert ids == sorted(ids, key=lambda i: (int(i[1:].split('.')[0]), i))
   assert {c.verdict for c in claims} == {'INCONCLUSIVE'}
   assert all(c.fails_on for c in claims)
+
+
+# C14: the width threshold.
+
+
+def threshold_runs(beta=-1.0, gamma=1.0, ns=(16, 32, 64),
+                   widths=(64, 128, 256, 512, 1024, 2048), scale=8):
+  """E3 grid runs with err = |log T/T_pred| = 0.1 (m / m*(n))^beta,
+  m*(n) = scale (n / 16)^gamma 16, jittered 1% per seed (capped at 5)."""
+  runs = []
+  for n in ns:
+    for s in SEEDS:
+      for m in widths:
+        star = scale * 16 * (n / 16) ** gamma
+        err = min(5.0, 0.1 * (m / star) ** beta * (1 + 0.01 * s))
+        runs.append(make('E3_grid', 'grid', s, width=m, num_examples=n,
+                         T_pred=20.0, T=20.0 * math.exp(err)))
+  return runs
+
+
+def test_c14_passes_for_a_threshold_growing_like_n():
+  claim = threshold.C14()(threshold_runs())
+  assert claim.verdict == 'PASS', claim.statistic
+  # m*(n) = 8 n, the seeds' jitter moving it by 1-3%: b = 1.
+  assert claim.data['fit']['b'] == pytest.approx(1.0, abs=0.02)
+
+
+def test_c14_fails_when_the_error_grows_with_width():
+  assert threshold.C14()(threshold_runs(beta=0.5)).verdict == 'FAIL'
+
+
+def test_c14_fails_when_the_threshold_is_steeper_than_proven():
+  # m*(n) = 128 (n/16)^7 over n = 16..20: 128 to 610, inside the grid.
+  runs = threshold_runs(gamma=7.0, ns=(16, 18, 20))
+  assert threshold.C14()(threshold_runs(gamma=5.0, ns=(16, 18, 20))
+                         ).verdict == 'PASS'
+  claim = threshold.C14()(runs)
+  assert claim.data['fit']['ci_low'] > threshold.C14.B_MAX
+  assert claim.verdict == 'FAIL'
+
+
+def test_c14_is_inconclusive_when_the_grid_misses_the_threshold():
+  # m*(n) = 128 (n/16)^3 is beyond 2048 at n = 64: right-censored there,
+  # which leaves two n to fit b.
+  claim = threshold.C14()(threshold_runs(gamma=3.0))
+  assert claim.verdict == 'INCONCLUSIVE', claim.statistic
+  assert 'n=64: > 2048' in claim.statistic

@@ -13,12 +13,13 @@ from tff_localsgd.analysis import runs as runs_lib
 from tff_localsgd.analysis.claims import federated
 from tff_localsgd.analysis.claims import lazy
 from tff_localsgd.analysis.claims import prediction
+from tff_localsgd.analysis.claims import threshold
 from tff_localsgd.analysis.claims.base import Claim  # noqa: F401
 
 CLAIMS = (prediction.C1(), prediction.C2(), lazy.C3(), lazy.C4(), lazy.C5(),
           federated.C6(), federated.C7(), federated.C8(), federated.C9(),
           prediction.C10(), federated.C11(), prediction.C12(), lazy.C13(),
-          prediction.C15(), federated.C16())
+          threshold.C14(), prediction.C15(), federated.C16())
 
 
 def with_missing(runs, steps) -> list:
