@@ -1,8 +1,8 @@
 """The table of every metric a run writes: tag, formula, meaning, CSV column.
 
 It is the one place where a metric's tag becomes a CSV column and back, the
-source of each TensorBoard scalar's description, and of the README's metrics
-table (`markdown_table()`; a test keeps the two equal).
+source of each TensorBoard scalar's description, and of the metrics table in
+docs/metrics.md (`markdown_table()`; a test keeps the two equal).
 
     metrics.column('lazy/weight_change_rel/hidden_1')
         == 'lazy_weight_change_rel_hidden_1'
@@ -312,7 +312,7 @@ def _column_cell(row: Metric) -> str:
 
 
 def markdown_table() -> str:
-  """The README's metrics table: tag, CSV column, formula, meaning."""
+  """The table in docs/metrics.md: tag, CSV column, formula, meaning."""
   lines = ['| tag | CSV column | formula | meaning |', '|---|---|---|---|']
   for row in METRICS:
     kind = ' (histogram)' if row.histogram else ''
