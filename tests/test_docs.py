@@ -89,6 +89,27 @@ def test_bad_blocks_are_refused(marker, problem):
     docs_blocks.render(block, NoSources())
 
 
+class ReportSources:
+  """Sources whose one report is `results` and SUITE."""
+
+  def __init__(self, results_dict):
+    self.results = results_dict
+
+  def report(self, directory):
+    return self.results, SUITE
+
+
+def test_an_artifact_of_another_shape_names_the_missing_key():
+  block, = docs_blocks.blocks('\n\n<!-- generated: run-summary r -->\n'
+                              '<!-- end generated -->\n')
+  broken = results([claim('C1', 'PASS')])
+  del broken['determinism']
+  with pytest.raises(docs_blocks.BlockError,
+                     match="^line 3: block run-summary r: its source has no "
+                           "'determinism'$"):
+    docs_blocks.render(block, ReportSources(broken))
+
+
 # --- the renderers, against values worked out by hand ---------------------
 
 def test_claims_of_any_id_and_verdict_in_the_reports_order():

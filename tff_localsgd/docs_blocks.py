@@ -106,7 +106,11 @@ def render(block: Block, sources: Sources) -> str:
   if wants_source != (block.source is not None):
     raise BlockError(f'line {block.line}: block {block.name} takes '
                      f'{"a source" if wants_source else "no source"}')
-  return renderer(block.source, sources)
+  try:
+    return renderer(block.source, sources)
+  except KeyError as e:  # an artifact of another shape than this module's
+    raise BlockError(f'line {block.line}: block {block.label}: its source '
+                     f'has no {e}') from e
 
 
 def _cell(value) -> str:
@@ -161,15 +165,15 @@ def run_summary(results: dict, suite: dict) -> str:
   dirty = ', uncommitted changes' if prov['git_dirty'] else ''
   gpus = ', '.join(prov['gpus'])
   lines = [
-      f'- preset **{results["preset"]}**, eps = {results["epsilon"]:g}; '
+      f'- preset **{results["preset"]}**, ε = {results["epsilon"]:g}; '
       f'commit `{prov["git_commit"][:7]}`{dirty}; Python {prov["python"]}, '
       f'TensorFlow {prov["tensorflow"]}, TFF {prov["tensorflow_federated"]}; '
       f'{prov["cpu"]}, {prov["cpu_cores"]} cores; GPU: {gpus}',
       f'- {len(results["trials"])} of {suite["planned_trials"]} planned '
       f'trials on disk ({status_text})',
-      f'- the trials took {duration(suite["wall_time_s"])} of wall time, '
-      f'{suite["parallel"]} at a time: {round(suite["core_s"])} '
-      f'core-seconds (wall time x {suite["parallel"]}), '
+      f'- the suite\'s trials took {duration(suite["wall_time_s"])} of '
+      f'wall time, {suite["parallel"]} at a time: {round(suite["core_s"])} '
+      f'core-seconds (wall time × {suite["parallel"]}), '
       f'{round(suite["cpu_s"])} CPU seconds',
       f'- claims: {verdict_counts(results["claims"])}',
       _determinism(results['determinism'])]
@@ -238,7 +242,7 @@ def presets_table(plans: dict) -> str:
         _listed({s.seeds for s in specs}),
         _listed(set().union(*(_values(s, 'eps') for s in specs)))))
   return _table(('preset', 'studies', 'trials', 'widths m',
-                 'synthetic examples n', 'seeds per configuration', 'eps'),
+                 'synthetic examples n', 'seeds per configuration', 'ε'),
                 rows)
 
 

@@ -23,10 +23,14 @@ in_doc() {
 # check_doc [FILE]: every command above in FILE (default: the repository's
 # $DOCKER_DOC); prints each missing one and returns 1 if any is
 check_doc() {
-  local doc="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/$DOCKER_DOC}"
-  local cmd missing=0
+  local repo cmd missing=0
+  repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+  local doc="${1:-$repo/$DOCKER_DOC}"
   for cmd in "${DOC_CMDS[@]}"; do
-    in_doc "$doc" "$cmd" || { printf 'not in %s verbatim: %s\n' "$doc" "$cmd"; missing=1; }
+    if ! in_doc "$doc" "$cmd"; then
+      printf 'not in %s verbatim: %s\n' "$doc" "$cmd"
+      missing=1
+    fi
   done
   return "$missing"
 }
