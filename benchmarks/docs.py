@@ -44,16 +44,16 @@ class DiskSources:
     except OSError as e:
       raise docs_blocks.BlockError(f'source {path}: {e.strerror}') from e
 
+  def json(self, path: str):
+    try:
+      return json.loads(self.text(path))
+    except json.JSONDecodeError as e:
+      raise docs_blocks.BlockError(f'source {path}: {e}') from e
+
   def report(self, directory: str) -> tuple:
     """(results.json, suite.json) of a report directory."""
-    out = []
-    for name in ('results.json', 'suite.json'):
-      path = os.path.join(directory, name)
-      try:
-        out.append(json.loads(self.text(path)))
-      except json.JSONDecodeError as e:
-        raise docs_blocks.BlockError(f'source {path}: {e}') from e
-    return tuple(out)
+    return tuple(self.json(os.path.join(directory, name))
+                 for name in ('results.json', 'suite.json'))
 
   def plan(self, preset: str) -> list:
     if preset not in suite.PRESETS:

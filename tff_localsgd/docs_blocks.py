@@ -51,6 +51,9 @@ class Sources(typing.Protocol):
   def text(self, path: str) -> str:
     ...
 
+  def json(self, path: str):
+    ...
+
   def plan(self, preset: str) -> list:  # suite.plan(preset)
     ...
 
@@ -272,6 +275,22 @@ def include(markdown: str) -> str:
   return re.sub(r'\n{3,}', '\n\n', '\n'.join(kept).strip()) + '\n'
 
 
+def peak_rss_table(cells: list) -> str:
+  """Peak RSS (GB) of each cell of a throughput run (its JSON: one dict per
+  cell), one row per (m, N, K), one column per setting; 'failed' where the
+  cell carries an error."""
+  settings = list(dict.fromkeys(c['setting'] for c in cells))
+  rows = {}
+  for c in cells:
+    row = rows.setdefault((c['width'], c['num_clients'], c['local_steps']),
+                          {})
+    row[c['setting']] = ('failed' if 'error' in c else
+                         f'{c["peak_rss_gb"]:.2f}')
+  return _table(('m', 'N', 'K', *settings),
+                [(*key, *(row.get(s, '-') for s in settings))
+                 for key, row in sorted(rows.items())])
+
+
 def _metrics(_, sources: Sources) -> str:
   return metrics.markdown_table()
 
@@ -304,6 +323,10 @@ def _include(path: str, sources: Sources) -> str:
   return include(sources.text(path))
 
 
+def _peak_rss(path: str, sources: Sources) -> str:
+  return peak_rss_table(sources.json(path))
+
+
 # name -> (whether it takes a source, renderer(source, sources))
 _RENDERERS = {
     'metrics': (False, _metrics),
@@ -314,4 +337,5 @@ _RENDERERS = {
     'run-summary': (True, _run_summary),
     'phases': (True, _phases),
     'include': (True, _include),
+    'peak-rss': (True, _peak_rss),
 }
