@@ -7,11 +7,13 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+from benchmarks import docs as docs_binary
 from tff_localsgd import docs_blocks
 from tff_localsgd import metrics
 from tff_localsgd import suite
@@ -231,6 +233,19 @@ def test_committed_report_is_the_suites_plan():
   planned = sum(len(trials) for _, _, trials in suite.plan('quick'))
   assert committed['planned_trials'] == planned, (
       'reports/quick-cpu was planned with a different suite: make reproduce')
+
+
+def test_every_path_the_docs_name_exists():
+  # `tff_localsgd/x.py`, `reports/perf/PERF.md`, ...: a renamed or moved
+  # file leaves its old name in the docs otherwise.
+  pattern = re.compile(
+      r'`((?:tff_localsgd|benchmarks|tests|reports|docker|docs)/[^`\s<*]*)`')
+  missing = []
+  for doc in docs_binary.document_paths(ROOT):
+    with open(os.path.join(ROOT, doc)) as f:
+      missing += [f'{doc}: {m}' for m in pattern.findall(f.read())
+                  if not os.path.exists(os.path.join(ROOT, m))]
+  assert not missing
 
 
 def write_tree(root, readme_block, doc_block):
