@@ -1,7 +1,7 @@
 """The GPU self-check: run it first on a new GPU machine.
 
-  python -m benchmarks.gpu_check                 # or: docker run --gpus all IMAGE gpu-check
-  python -m benchmarks.gpu_check --cpu_pair      # the check's own test, no GPU needed
+  python -m benchmarks.gpu_check             # or the image's gpu-check
+  python -m benchmarks.gpu_check --cpu_pair  # the check's own test, no GPU
 
 Prints the devices TensorFlow sees and its CUDA build; where one round's
 matmuls ran; the round on the GPU and on the CPU and their agreement (w^1 and

@@ -209,10 +209,10 @@ def test_no_gpu_exits_2_with_the_hint():
   lines = result.stdout.splitlines()
   assert lines[0].startswith(f'TensorFlow {tf.__version__}: CUDA build')
   assert 'device: /physical_device:CPU:0' in lines
-  assert 'NO GPU: TensorFlow sees none\n' + gpu_check.NO_GPU_HINT in (
+  assert 'NO GPU: TensorFlow sees no GPU\n' + gpu_check.NO_GPU_HINT in (
       result.stdout)
   for needed in ('nvidia-smi', 'docker run --gpus all',
-                 'NVIDIA Container Toolkit', 'tensorflow[and-cuda]==2.14.*',
+                 'NVIDIA Container', 'tensorflow[and-cuda]==2.14.*',
                  'tensorflow/tensorflow:2.14.0-gpu'):
     assert needed in gpu_check.NO_GPU_HINT
 

@@ -62,11 +62,18 @@ CHECK_ROUND = dict(dataset='synthetic', num_examples=64, num_clients=4,
                    local_steps=5, algorithm='local_gd', rounds=1,
                    engine='inprocess')
 NO_GPU_HINT = """\
-hint: TensorFlow sees no GPU. Check, in order:
+hint: check, in order:
   1. the NVIDIA driver: `nvidia-smi` on the host lists the GPU;
-  2. in Docker: `docker run --gpus all ...`, with the NVIDIA Container Toolkit installed on the host;
-  3. the CUDA build of TensorFlow 2.14 and its libraries, CUDA 11.8 and cuDNN 8.6: the image has them (its base is tensorflow/tensorflow:2.14.0-gpu); in a checkout, `pip install 'tensorflow[and-cuda]==2.14.*'` (Python <= 3.10; on 3.11 install CUDA 11.8 and cuDNN 8.6 on the system).
-TF_CPP_MIN_LOG_LEVEL=0 python -m benchmarks.gpu_check shows TensorFlow's own reason (e.g. "Cannot dlopen some GPU libraries")."""
+  2. in Docker: `docker run --gpus all ...`, with the NVIDIA Container
+     Toolkit installed on the host;
+  3. the CUDA build of TensorFlow 2.14 and its libraries, CUDA 11.8 and
+     cuDNN 8.6: the image has them (its base is
+     tensorflow/tensorflow:2.14.0-gpu); in a checkout,
+     `pip install 'tensorflow[and-cuda]==2.14.*'` (Python <= 3.10; on 3.11
+     install CUDA 11.8 and cuDNN 8.6 on the system).
+TensorFlow's own reason ("Could not find cuda drivers on your machine",
+"Cannot dlopen some GPU libraries", ...) shows with TF_CPP_MIN_LOG_LEVEL=0
+(in Docker: `docker run -e TF_CPP_MIN_LOG_LEVEL=0 ...`)."""
 
 
 def split_cpu():
@@ -95,7 +102,7 @@ def describe_tensorflow() -> list[str]:
 
 
 def same_device(name: str, device: str) -> bool:
-  """Whether the full device name (/job:.../device:GPU:0) is `device` (/GPU:0)."""
+  """Whether the full name (/job:.../device:GPU:0) is `device` (/GPU:0)."""
   a, b = tf.DeviceSpec.from_string(name), tf.DeviceSpec.from_string(device)
   return (a.device_type, a.device_index) == (b.device_type, b.device_index)
 
@@ -196,8 +203,8 @@ def verdict(target: str, reference: str, placement: Placement,
 
 
 def no_gpu_verdict() -> Verdict:
-  return Verdict(EXIT_CODES['no GPU'], 'NO GPU: TensorFlow sees none\n' +
-                 NO_GPU_HINT)
+  return Verdict(EXIT_CODES['no GPU'],
+                 'NO GPU: TensorFlow sees no GPU\n' + NO_GPU_HINT)
 
 
 def check_setup(width: int) -> training.Setup:
