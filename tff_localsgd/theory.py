@@ -225,7 +225,10 @@ class Prediction:
 
 
 def _num_outputs(config) -> int:
-  """c: output_dim for synthetic targets; the image data sets have 10."""
+  """c: output_dim for synthetic targets, 1 for digits_binary's +-1 targets;
+  the other image data sets have 10."""
+  if config.dataset == 'digits_binary':
+    return 1
   return config.output_dim if config.dataset == 'synthetic' else 10
 
 
