@@ -83,13 +83,7 @@ class ExperimentSpec:
 # client_lr of the theory studies, and of E1's non-lazy control (above).
 CLIENT_LR = 8.0
 CATAPULT_CLIENT_LR = 20.0
-# E8's step: digits' unit-norm 64-pixel inputs give a larger per-client
-# Gram block than the synthetic data, so client_lr 8 left the local steps
-# unstable (eta lambda_max(H_ii)/n_i up to 2.8, rho(M) > 1 at every width);
-# at 3, eta lambda_max(H_ii)/n_i = 0.57-1.21 over the quick trials at
-# initialization (n = 64, m = 64..1024, seeds 0-3; a design calculation from
-# H_0, not a training result), and T_pred = 88-810 rounds.
-DIGITS_CLIENT_LR = 3.0
+
 MIN_SLOPE_SEEDS = 4
 # Budgets: ceil(BUDGET_FACTOR T_pred) rounds (budgets.py).
 BUDGET_FACTOR = 2.0
@@ -122,7 +116,8 @@ def _sizes(preset):
                     clients=4, rounds=30, seeds=4, depths=(1, 2, 4),
                     wide=1024, ks=(1, 2, 5, 10, 20), lrs=(8.0, 4.0),
                     eps=1e-2, diag_every=10, pair_seeds=4,
-                    digits_n=64, digits_widths=(64, 256, 1024), alpha=0.1),
+                    digits_n=64, digits_widths=(64, 256, 1024, 2048),
+                    alpha=0.1),
       'paper': dict(widths=(512, 1024, 2048, 4096), n=256,
                     grid_ns=(64, 128, 256, 512),
                     grid_widths=(256, 1024, 4096, 16384), wide_n=1024,
@@ -250,7 +245,7 @@ def _real_data(preset, s, theory) -> tuple:
         'layer only, Local GD over Dirichlet clients, against width',
         dict(theory, dataset='digits_binary', num_examples=s['digits_n'],
              input_dim=64, num_clients=max(4, s['clients']),
-             client_lr=DIGITS_CLIENT_LR, partition='dirichlet',
+             partition='dirichlet',
              dirichlet_alpha=1.0, probe_size=min(32, s['digits_n'])),
         grid=dict(width=list(s['digits_widths'])),
         seeds=s['seeds'], budget_factor=BUDGET_FACTOR),
