@@ -184,7 +184,7 @@ def test_expected_loss_matches_monte_carlo_and_the_mean_does_not():
 def test_refuses_large_n_and_bad_batch_sizes():
   steps = dict(lr=0.1, local_steps=2, server_lr=1.0, rounds=3)
   n = second_moment.MAX_POINTS + 1
-  with pytest.raises(ValueError, match=r'n = 257 points'):
+  with pytest.raises(ValueError, match=f'n = {n} points'):
     second_moment.expected_loss_curve(np.eye(n), [np.arange(n)], batch_size=2,
                                       r0=np.ones(n), **steps)
   for b in (0, 4):
