@@ -396,11 +396,44 @@ def test_c16_fails_when_the_penalty_does_not_shrink_as_predicted():
 # C8, C9, C11: reaching eps; the demonstration.
 
 
+def sgd_runs(factor=1.0, variance=2.0, seeds=SEEDS):
+  """E5: Local SGD whose seed losses are factor E[L_t] (jittered), E[L_t]
+  = variance P_t (the expected residual's loss P_t = geometric, T_pred 20),
+  and Local GD runs on their curve (gap 0.05)."""
+  runs = []
+  for s in seeds:
+    pred = geometric(20.0, 60)
+    expected = [variance ** min(1.0, t / 5) * v for t, v in enumerate(pred)]
+    jitter = np.exp(np.random.default_rng(s).normal(0, 0.03, len(pred)))
+    run = make('E5_algorithms', 'local_sgd', s, algorithm='local_sgd',
+               batch_size=2, losses=list(factor * np.array(expected) *
+                                         jitter))
+    cross = next(t for t, v in enumerate(expected) if v <= EPS * F0)
+    run.summary['theory'].update(expected_curve=expected,
+                                 expected_rounds_to_eps=float(cross))
+    runs.append(run)
+    runs.append(make('E5_algorithms', 'local_gd', s, losses=[
+        v * math.exp(0.05) for v in geometric(20.0, 40)]))
+  return runs
+
+
+def test_c8_passes_when_the_mean_loss_follows_the_expected_loss():
+  claim = federated.C8()(sgd_runs())
+  assert claim.verdict == 'PASS', claim.statistic
+  assert claim.data['d'] < claim.data['band'] < claim.data['d_mean']
+
+
+def test_c8_fails_when_the_mean_loss_leaves_its_prediction():
+  assert federated.C8()(sgd_runs(factor=1.6)).verdict == 'FAIL'
+  # With no minibatch variance to tell apart, the control passes too.
+  assert federated.C8()(sgd_runs(variance=1.01)).verdict == 'INCONCLUSIVE'
+
+
 def test_c8_fails_on_a_plateau():
-  runs = [make('E5_algorithms', 'local_sgd', s) for s in (0, 1)]
-  assert federated.C8()(runs).verdict == 'PASS'
+  runs = sgd_runs()
   flat = make('E5_algorithms', 'local_sgd', 1, losses=[1.0] * 40)
-  claim = federated.C8()(runs[:1] + [flat])
+  runs = [r for r in runs if not (r.group == 'local_sgd' and r.seed == 1)]
+  claim = federated.C8()(runs + [flat])
   assert claim.verdict == 'FAIL' and 'plateau' in claim.statistic
 
 

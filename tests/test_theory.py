@@ -13,6 +13,7 @@ from tff_localsgd import config as config_lib
 from tff_localsgd import data
 from tff_localsgd import local_update
 from tff_localsgd import models
+from tff_localsgd import second_moment
 from tff_localsgd import theory
 
 SIZES = (2, 3, 5, 4)  # unequal client sizes n_i
@@ -341,3 +342,26 @@ def test_dissimilarity_is_the_clients_gradient_spread():
              for cx, g in zip(client_x, grads))
   assert want > 0
   np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_a_minibatch_run_is_also_predicted_by_its_expected_loss():
+  spec, client_x, client_y = wide_problem(64)
+  kwargs = dict(lr=1.0 / 64, local_steps=2, server_lr=1.0, rounds=3,
+                eps=1e-2, delta=0.25)
+  args = (spec, spec.initial_weights, client_x, client_y)
+  gd = theory.predict(*args, **kwargs)
+  assert gd.expected_curve is None and gd.expected_rounds_to_eps is None
+  sgd = theory.predict(*args, batch_size=2, **kwargs)
+  h = numpy_gram(spec.initial_weights, np.concatenate(client_x),
+                 spec.trainable_indices)
+  r0 = theory.residual(spec, spec.initial_weights, np.concatenate(client_x),
+                       np.concatenate(client_y))
+  rounds = 2 * (len(sgd.curve) - 1)
+  assert sgd.expected_curve == pytest.approx(list(
+      second_moment.expected_loss_curve(
+          h, clients_of((3, 4, 4, 5)), lr=1.0 / 64, local_steps=2,
+          batch_size=2, server_lr=1.0, r0=r0, rounds=rounds)), rel=1e-9)
+  # The minibatch variance puts E[L_t] above the expected residual's loss,
+  # so it crosses eps later.
+  assert all(e >= c for e, c in zip(sgd.expected_curve[1:], sgd.curve[1:]))
+  assert sgd.expected_rounds_to_eps > sgd.rounds_to_eps

@@ -151,7 +151,8 @@ def _rounds(setup, factor):
   prediction, why_not = setup.predict()
   if prediction is None:
     return fixed, None, why_not or 'no prediction'
-  t_pred = prediction.rounds_to_eps
+  # A minibatch run's expected loss lies above the mean residual's.
+  t_pred = prediction.expected_rounds_to_eps or prediction.rounds_to_eps
   if t_pred is None:
     return fixed, None, (f'the prediction never reaches eps (rho(M)^2 = '
                          f'{prediction.rate_per_round:.3g})')

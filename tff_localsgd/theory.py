@@ -57,6 +57,7 @@ import numpy as np
 from tff_localsgd import diagnostics
 from tff_localsgd import models
 from tff_localsgd import outcomes
+from tff_localsgd import second_moment
 
 # The largest n for which predict() builds H and M on the training set; time
 # sets it. Measured on the 2-core CPU at n = 2048, m = 4096 (depth 1, all
@@ -68,6 +69,9 @@ MAX_GRAM_POINTS = 2048
 # At n = 512 a round of the curve is one 512 x 512 matrix-vector product, so
 # the cap costs < 1 s; the suites' T_pred are < 10^3.
 PREDICTION_CAP = 20000
+# Minibatch runs also get their exact expected loss (second_moment.py) up to
+# this n: its recursion costs O(rounds K n^3).
+EXPECTED_MAX_POINTS = 128
 
 
 def _float64(arrays):
@@ -198,6 +202,12 @@ class Prediction:
     at least the run's rounds and reaches past T_pred (curve_to_crossing),
     up to PREDICTION_CAP; with sampled cohorts it stops at the run's rounds.
   zeta2: the clients' gradient dissimilarity at w^0 (dissimilarity()).
+  expected_curve, expected_rounds_to_eps: for minibatch runs (batch_size
+    given) with every client in every round and n <= EXPECTED_MAX_POINTS,
+    the exact expected loss E[L_t] of the linearized run
+    (second_moment.expected_loss_curve) to twice the curve's length, and
+    its crossing of eps F_0; else None. `curve` is then the loss of the
+    expected residual, below E[L_t] by the minibatch variance.
   smooth_bound: max_i eta lambda_max(H_ii) / n_i over the clients' diagonal
     blocks H_ii = H[D_i, D_i] (smoothness_bound()), the linearized net's
     bound on the drift diagnostic smooth_eff.
@@ -219,6 +229,8 @@ class Prediction:
   gram_set: str
   zeta2: float | None
   smooth_bound: float | None = None
+  expected_curve: list | None = None
+  expected_rounds_to_eps: float | None = None
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -291,8 +303,18 @@ def _maps_and_rate(h, client_x, cohorts, steps):
   return maps(), spectral_radius(mean) ** 2
 
 
+def _expected(h, indices, r0, curve, target, rate, steps, batch_size):
+  """(E[L_t] to 2 T_end, its crossing) of a minibatch run (Prediction)."""
+  expected = second_moment.expected_loss_curve(
+      h, indices, batch_size=batch_size, r0=r0, rounds=2 * (len(curve) - 1),
+      **steps)
+  return ([float(v) for v in expected],
+          predicted_rounds_to_eps(expected, target, rate))
+
+
 def predict(spec, weights, client_x, client_y, *, lr, local_steps, server_lr,
-            rounds, eps, delta, cohorts=None, max_points=MAX_GRAM_POINTS):
+            rounds, eps, delta, cohorts=None, max_points=MAX_GRAM_POINTS,
+            batch_size=None):
   """The Prediction of a run from w^0 (weights: tuple of arrays), or None.
 
   None when the network has other than one output or a conv layer (check
@@ -304,7 +326,9 @@ def predict(spec, weights, client_x, client_y, *, lr, local_steps, server_lr,
   round (None: every client every round); the curve follows them in order,
   and rate_per_round is then rho(M-bar)^2 of their mean map M-bar, the rate
   of the expected residual if cohorts are drawn independently per round.
-  Minibatch Local SGD is predicted by its expected residual (module doc).
+  Minibatch Local SGD is predicted by its expected residual (module doc),
+  and with batch_size (B of a minibatch run) also by its exact expected
+  loss (expected_curve).
   """
   y = np.concatenate(client_y).astype(np.float64)
   if y.shape[1] != 1 or any(l.kind != 'dense' for l in spec.layers):
@@ -332,6 +356,10 @@ def predict(spec, weights, client_x, client_y, *, lr, local_steps, server_lr,
   else:
     curve = predicted_curve(maps, r0, rounds)
   indices = _client_indices(client_x)
+  expected = (None, None)
+  if batch_size and cohorts is None and n <= EXPECTED_MAX_POINTS:
+    expected = _expected(h, indices, r0, curve, target, rate, steps,
+                         batch_size)
   return Prediction(
       lambda_min=float(eig[0]), lambda_max=float(eig[-1]),
       rate_per_round=rate,
@@ -339,4 +367,6 @@ def predict(spec, weights, client_x, client_y, *, lr, local_steps, server_lr,
       rounds_to_eps=predicted_rounds_to_eps(curve, target, rate),
       curve=[float(v) for v in curve], gram_points=n, gram_set='train',
       zeta2=dissimilarity(h, r0, indices),
-      smooth_bound=smoothness_bound(h, indices, lr), **common)
+      smooth_bound=smoothness_bound(h, indices, lr),
+      expected_curve=expected[0], expected_rounds_to_eps=expected[1],
+      **common)

@@ -104,7 +104,9 @@ class Setup:
         self.spec, tuple(self.spec.initial_weights), data.client_x,
         data.client_y, lr=config.lr, local_steps=config.local_steps,
         server_lr=config.server_lr, rounds=config.rounds, eps=config.eps,
-        delta=data.min_pairwise_distance, cohorts=cohorts), None
+        delta=data.min_pairwise_distance, cohorts=cohorts,
+        batch_size=(None if config.algorithm == 'local_gd' else
+                    config.batch_size)), None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous
