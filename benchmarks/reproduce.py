@@ -48,7 +48,7 @@ from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
 from tff_localsgd import suite as suite_lib
 from tff_localsgd import sweep
-from tff_localsgd.analysis import provenance
+from tff_localsgd import provenance
 from tff_localsgd.analysis import report
 
 flags.DEFINE_enum('preset', 'quick', suite_lib.PRESETS, 'suite size')

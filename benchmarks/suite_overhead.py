@@ -29,8 +29,8 @@ from absl import logging
 
 import benchmarks  # noqa: F401  (the binaries' environment, before TF)
 from benchmarks import flags as flag_defs
+from tff_localsgd import results
 from tff_localsgd import sweep
-from tff_localsgd import training
 
 flag_defs.define_config_flags()
 flags.DEFINE_multi_string('grid', ['width=256,1024'], 'key=v1,v2,...: sweep '
@@ -67,7 +67,7 @@ class Measurement:
   def inside_fraction(self) -> float:
     """Of the core-seconds, the fraction inside rounds and diagnostics."""
     return sum(self.phases_s.get(k, 0.0)
-               for k in training.TRAINING_PHASES) / self.core_s
+               for k in results.TRAINING_PHASES) / self.core_s
 
 
 def _children_cpu_s() -> float:

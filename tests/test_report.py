@@ -288,7 +288,7 @@ def test_a_run_without_f0_is_not_judged(tmp_path):
 def test_provenance_names_the_image_and_gpus(tmp_path, monkeypatch):
   """In the image (no git, TFF_LOCALSGD_* set at build time) the report's
   provenance names the image, its base and commit, and the GPUs."""
-  from tff_localsgd.analysis import provenance
+  from tff_localsgd import provenance
   commit = 'ab' * 20
   monkeypatch.setenv('TFF_LOCALSGD_IMAGE', 'tff-localsgd:test')
   monkeypatch.setenv('TFF_LOCALSGD_BASE_IMAGE', 'localhost/localdebian')

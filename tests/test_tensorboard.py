@@ -23,9 +23,9 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import metadata as hp_metadata
 import tensorflow as tf
 
+from tff_localsgd import board
 from tff_localsgd import config as config_lib
 from tff_localsgd import sweep
-from tff_localsgd.analysis import board
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--num_examples=16', '--input_dim=4', '--num_clients=2',
