@@ -76,6 +76,10 @@ def _prepare(config, overwrite):
           remote.WorkerUnreachableError) as e:
     run_dir.close()
     raise BadInput(str(e)) from None
+  except OSError as e:  # an impossible root_dir (e.g. under /proc)
+    run_dir.close()
+    raise BadInput(f'--root_dir: cannot write {run_dir.path}: '
+                   f'{e.strerror}') from None
   return setup, run_dir, state
 
 

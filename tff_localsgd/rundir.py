@@ -7,6 +7,8 @@
     summary.json            status, initial and final metrics, versions, ...
     checkpoints/            the weights after the newest rounds
     worker.log              the TFF worker's own output
+    trial.json              in a sweep: the trial and its outcome
+                            (tff_localsgd/sweep/records.py)
     .lock                   held (flock) by the one process writing the run
 
 `RunDir` is the only code that opens these files. It owns the policy (new,
@@ -34,6 +36,7 @@ SUMMARY_JSON = 'summary.json'
 CONFIG_JSON = 'config.json'
 CHECKPOINTS = 'checkpoints'
 WORKER_LOG = 'worker.log'
+TRIAL_JSON = 'trial.json'
 LOCK = '.lock'
 STEP_PREFIX = metrics_lib.STEP_PREFIX  # TensorBoard step (t-1) K + k
 
@@ -47,12 +50,14 @@ class DirectoryLock:
 
   The kernel drops the lock when its holder dies, even by SIGKILL, so a
   stale lock file never blocks a resume. `flag` names what to change in the
-  error (e.g. 'experiment').
+  error (e.g. 'experiment'). blocking: wait for the holder instead (two
+  sweeps merging their hparams into one logdir take turns).
   """
 
-  def __init__(self, directory: str, flag: str):
+  def __init__(self, directory: str, flag: str, blocking: bool = False):
     self.path = os.path.join(directory, LOCK)
     self.flag = flag
+    self.blocking = blocking
     self._fd = None
 
   def acquire(self):
@@ -61,7 +66,8 @@ class DirectoryLock:
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else
+                                       fcntl.LOCK_NB))
     except OSError as e:
       holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
       os.close(fd)
@@ -120,15 +126,21 @@ class _NoBoard:
     pass
 
 
-def eps_target(config: dict, summary: dict):
-  """eps F_0, the loss a run must reach: eps from its config, F_0 the zero
-  predictor's loss from its summary (the top-level zero_predictor_loss,
-  else the theory's); None when either is missing."""
+def zero_loss(summary: dict):
+  """F_0 = (1/2n) sum_j ||y_j||^2, the zero predictor's loss, from a run's
+  summary (the top-level zero_predictor_loss, else the theory's), or None
+  when the run did not record it."""
   zero = recorders.to_number(summary.get('zero_predictor_loss'))
   if zero is None:
     zero = recorders.to_number((summary.get('theory') or {}).get(
         'zero_predictor_loss'))
-  eps = config.get('eps')
+  return zero
+
+
+def eps_target(config: dict, summary: dict):
+  """eps F_0, the loss a run must reach: eps from its config, F_0 from its
+  summary (zero_loss); None when either is missing."""
+  zero, eps = zero_loss(summary), config.get('eps')
   return None if eps is None or zero is None else float(eps) * zero
 
 
@@ -259,6 +271,9 @@ class RunDir:
   def write_summary(self, summary: dict):
     recorders.write_json(self.file(SUMMARY_JSON), summary)
 
+  def write_trial(self, record: dict):
+    recorders.write_json(self.file(TRIAL_JSON), record)
+
   def close(self):
     if self._board is not None:
       self._board.close()
@@ -273,6 +288,10 @@ class RunDir:
   def read_summary(self):
     return recorders.read_json(self.file(SUMMARY_JSON))
 
+  def read_trial(self):
+    """trial.json, or None: not a sweep's trial (or not yet)."""
+    return recorders.read_json(self.file(TRIAL_JSON))
+
   def eps_target(self):
     """eps F_0 of this run (eps_target), or None."""
     return eps_target(self.read_config() or {}, self.read_summary() or {})
@@ -282,8 +301,9 @@ class RunDir:
     target, rows = self.eps_target(), self.read_rows()
     if target is None:
       return None
+    loss = metrics_lib.column('train/loss')
     return outcomes.rounds_to_eps([r['round'] for r in rows],
-                                  [r.get('train_loss') for r in rows], target)
+                                  [r.get(loss) for r in rows], target)
 
   def read_rows(self, name: str = METRICS_CSV) -> list:
     """The rows of metrics.csv (or drift_steps.csv) as {column: float or

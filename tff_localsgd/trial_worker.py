@@ -3,7 +3,7 @@ trial (driver.train, as `benchmarks.train --overwrite` does), so TensorFlow's
 and TFF's import, and the native engine's TFF worker (native.kept_worker),
 are paid once per process instead of once per trial.
 
-    python -m benchmarks.trial_worker    # started by tff_localsgd/sweep.py
+    python -m benchmarks.trial_worker    # started by tff_localsgd/sweep/pool.py
 
 Protocol, one JSON object per line:
   stdin   {"name": ..., "config": {every ExperimentConfig field}, "log": path}
