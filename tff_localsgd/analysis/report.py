@@ -83,11 +83,12 @@ def claims_table(results: dict) -> str:
 
 
 def _trial_config(config: dict, out: str) -> dict:
-  """A trial's config as results.json holds it: root_dir relative to the
-  suite directory (the machine's absolute path would be committed)."""
-  if not config.get('root_dir'):
+  """A trial's config as results.json holds it: an absolute root_dir (a
+  sweep's) relative to the suite directory, so a committed report names no
+  machine's paths."""
+  root = config.get('root_dir')
+  if not (root and os.path.isabs(root)):
     return config
-  root = os.path.abspath(os.path.expanduser(config['root_dir']))
   return {**config, 'root_dir': os.path.relpath(root, os.path.abspath(out))}
 
 
