@@ -70,9 +70,9 @@ def main(argv):
   out = FLAGS.out
   os.makedirs(out, exist_ok=True)
   if FLAGS.plan:
-    reproduction.print_plan(
+    print('\n'.join(reproduction.plan_lines(
         steps, reproduction.plan_costs(out, FLAGS.preset, steps),
-        FLAGS.parallel)
+        FLAGS.parallel)))
     return
   suite_info = {'preset': FLAGS.preset,
                 'planned_trials': sum(len(t) for _, _, t in steps),

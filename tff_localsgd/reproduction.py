@@ -110,25 +110,29 @@ def estimate_s(config: dict, costs: dict) -> float:
   return cost.fixed_s + rounds * round_s + diags * scale * cost.diag_s
 
 
-def print_plan(steps, costs, parallel: int):
+def plan_lines(steps, costs, parallel: int) -> list:
   """Every group's trials, rounds and estimated time; the suite's total,
   with the `parallel` trial processes paying the startup once."""
   startup = max(c.startup_s for c in costs.values())
   total = startup * parallel
+  lines = []
   for spec, label, trials in steps:
     configs = [grid.trial_config(t) for t in trials]
     seconds = sum(estimate_s(c, costs) for c in configs)
     total += seconds
     rounds = sorted({c['rounds'] for c in configs})
     widths = sorted({c['width'] for c in configs})
-    print(f'{spec.name}/{label}: {len(trials)} trials, rounds {rounds}, '
-          f'widths {widths}: ~{seconds:.0f} trial-seconds')
+    lines.append(f'{spec.name}/{label}: {len(trials)} trials, rounds '
+                 f'{rounds}, widths {widths}: ~{seconds:.0f} trial-seconds')
   for cost in costs.values():
-    print(f'measured at m={cost.width}: process start {cost.startup_s:.1f} '
-          f's, fixed {cost.fixed_s:.1f} s, round {cost.round_s:.3f} s, '
-          f'diagnostic round +{cost.diag_s:.3f} s')
-  print(f'total ~{total:.0f} trial-seconds; ~{total / parallel / 60:.1f} '
-        f'min of wall time at --parallel={parallel}')
+    lines.append(f'measured at m={cost.width}: process start '
+                 f'{cost.startup_s:.1f} s, fixed {cost.fixed_s:.1f} s, round '
+                 f'{cost.round_s:.3f} s, diagnostic round '
+                 f'+{cost.diag_s:.3f} s')
+  lines.append(f'total ~{total:.0f} trial-seconds; '
+               f'~{total / parallel / 60:.1f} min of wall time at '
+               f'--parallel={parallel}')
+  return lines
 
 
 def plan_costs(out, preset, steps) -> dict:
@@ -182,12 +186,12 @@ def run_suite(out, steps, suite_info, parallel: int, timeout_s: float):
   wall = time.monotonic() - start
   suite_info.update(wall_time_s=wall, core_s=wall * parallel,
                     cpu_s=_core_s() - cpu)
-  for (spec, _, _), results in zip(steps, every):
+  for (spec, _, _), trial_results in zip(steps, every):
     trial_s = suite_info['trial_s']
     trial_s[spec.name] = trial_s.get(spec.name, 0.0) + sum(
-        r.wall_time_s for r in results if not r.skipped)
+        r.wall_time_s for r in trial_results if not r.skipped)
     phases = suite_info['phases_s'].setdefault(spec.name, {})
-    for key, value in records.phase_totals(results).items():
+    for key, value in records.phase_totals(trial_results).items():
       phases[key] = phases.get(key, 0) + value
   recorders.write_json(os.path.join(out, 'suite.json'), suite_info)
 
