@@ -81,7 +81,7 @@ def measure(trials, sweep_dir, way) -> Measurement:
   """Runs the sweep one way into sweep_dir (new) and measures it."""
   cpu, tick = _children_cpu_s(), time.perf_counter()
   results = pool.run_sweep(trials, sweep_dir, parallel=FLAGS.parallel,
-                            fresh_process=(way == 'fresh'))
+                           fresh_process=(way == 'fresh'))
   wall, cpu = time.perf_counter() - tick, _children_cpu_s() - cpu
   digests = {}
   for result in results:

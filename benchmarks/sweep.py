@@ -112,7 +112,7 @@ def closing_table(results, sweep_dir) -> str:
   rows = [('trial', 'status', 'final loss', 'rounds to eps')]
   for result in results:
     final = (records.final_metrics(os.path.join(sweep_dir, result.name),
-                                 result.summary) if result.summary else {})
+                                   result.summary) if result.summary else {})
     loss = final.get('final/train/loss')
     reached = final.get('final/rounds_to_eps')
     rows.append((result.name, result.status,
@@ -135,9 +135,9 @@ def main(argv):
                FLAGS.parallel)
   try:
     results = pool.run_sweep(trials, sweep_dir, parallel=FLAGS.parallel,
-                              timeout_s=FLAGS.trial_timeout_s or None,
-                              on_progress=_Progress(),
-                              fresh_process=FLAGS.fresh_process)
+                             timeout_s=FLAGS.trial_timeout_s or None,
+                             on_progress=_Progress(),
+                             fresh_process=FLAGS.fresh_process)
   except pool.Interrupted as e:
     logging.error('sweep %s %s; run the same command to resume', sweep_dir, e)
     return 128 + e.signum

@@ -179,7 +179,7 @@ def test_parse_grid_errors_name_grid(specs):
 def test_phase_totals_sum_the_trials_run_now():
   def result(name, skipped=False, **phases):
     return records.TrialResult(name, 'completed', skipped=skipped,
-                             summary={'phases_s': phases})
+                               summary={'phases_s': phases})
   totals = records.phase_totals([
       result('a', startup_s=5.0, rounds_s=1.0),
       result('b', startup_s=0.0, rounds_s=2.0),
@@ -280,11 +280,11 @@ def test_resume_reruns_only_unfinished_trials(demo, tmp_path):
             for name in kept}
   python, launches = fake_python(tmp_path)
   trials = grid_lib.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
-                             [0, 1], tiny_base())
+                                [0, 1], tiny_base())
   progress = []
   results = pool.run_sweep(trials, sweep_dir, parallel=2, python=python,
-                            on_progress=lambda *a: progress.append(a[:2]),
-                            fresh_process=True)
+                           on_progress=lambda *a: progress.append(a[:2]),
+                           fresh_process=True)
   assert launched(launches) == sorted([unfinished, interrupted])
   assert [r.name for r in results] == NAMES
   assert [r.status for r in results] == ['completed'] * 4
@@ -306,9 +306,9 @@ def test_resume_in_trial_workers_reruns_only_unfinished_trials(
   (sweep_dir / unfinished / 'summary.json').unlink()
   launches = chaos(monkeypatch, tmp_path)
   trials = grid_lib.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
-                             [0, 1], tiny_base())
+                                [0, 1], tiny_base())
   results = pool.run_sweep(trials, sweep_dir, parallel=2,
-                            worker_module=CHAOS_WORKER)
+                           worker_module=CHAOS_WORKER)
   assert [name for _, name in chaos_launched(launches)] == [unfinished]
   assert [r.skipped for r in results] == [True, True, False, True]
   assert all(r.status == 'completed' for r in results)
@@ -353,7 +353,7 @@ def test_seedless_key_tells_seed_siblings():
 
 def test_resume_refuses_a_sweep_of_other_flags(demo):
   trials = grid_lib.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
-                             [0, 1], tiny_base(rounds=3))
+                                [0, 1], tiny_base(rounds=3))
   with pytest.raises(config_lib.ConfigError) as e:
     pool.run_sweep(trials, demo[0])
   assert e.value.field == 'sweep' and 'rounds' in str(e.value)
@@ -365,7 +365,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
       '    for i in $(seq 1 30); do echo "line $i"; done; exit 7;;\n')
   trials = grid_lib.expand_grid({'width': ['16', '32']}, [0], tiny_base())
   results = pool.run_sweep(trials, tmp_path / 'sw', parallel=2,
-                            python=python, fresh_process=True)
+                           python=python, fresh_process=True)
   failed, completed = results
   assert failed.status == 'failed' and failed.returncode == 7
   assert 'exit status 7' in failed.error
@@ -384,7 +384,7 @@ def test_trial_that_kills_its_worker_is_recorded_and_the_sweep_goes_on(
   launches = chaos(monkeypatch, tmp_path, **{'width-16_seed-0': 'exit'})
   trials = grid_lib.expand_grid({'width': ['16', '32']}, [0], tiny_base())
   failed, completed = pool.run_sweep(trials, tmp_path / 'sw', parallel=2,
-                                      worker_module=CHAOS_WORKER)
+                                     worker_module=CHAOS_WORKER)
   assert failed.status == 'failed' and failed.returncode == 7
   assert 'exit status 7' in failed.error
   assert 'line 30' in failed.log_tail and 'line 10\n' not in failed.log_tail
@@ -399,11 +399,11 @@ def test_trial_that_kills_its_worker_is_recorded_and_the_sweep_goes_on(
 def test_failed_trial_retires_its_worker_and_the_next_reuses_one(
     tmp_path, monkeypatch):
   launches = chaos(monkeypatch, tmp_path, **{'width-16_seed-0': 'raise'})
-  monkeypatch.setattr(sweep, 'MAX_TRIALS_PER_PROCESS', 2)
+  monkeypatch.setattr(pool, 'MAX_TRIALS_PER_PROCESS', 2)
   trials = grid_lib.expand_grid({'width': ['16', '24', '32', '40']}, [0],
-                             tiny_base())
+                                tiny_base())
   results = pool.run_sweep(trials, tmp_path / 'sw',
-                            worker_module=CHAOS_WORKER)
+                           worker_module=CHAOS_WORKER)
   assert [r.status for r in results] == ['failed'] + ['completed'] * 3
   assert results[0].returncode == 1 and 'chaos: raise' in results[0].error
   assert 'line 30' in results[0].log_tail
@@ -418,7 +418,7 @@ def test_hung_trial_in_a_worker_is_killed_with_its_group(tmp_path,
   chaos(monkeypatch, tmp_path, **{'seed-1': 'hang'})
   trials = grid_lib.expand_grid({}, [0, 1], tiny_base())
   before, hung = pool.run_sweep(trials, tmp_path / 'sw', timeout_s=30,
-                                 worker_module=CHAOS_WORKER)
+                                worker_module=CHAOS_WORKER)
   assert before.status == 'completed', before.log_tail
   assert hung.status == 'failed' and 'timed out' in hung.error
   pids = [int(p) for p in (tmp_path / 'pids').read_text().split()]
@@ -432,7 +432,7 @@ def test_hung_trial_is_killed_with_its_process_group(tmp_path):
   trials = grid_lib.expand_grid({}, [0], tiny_base())
   start = time.monotonic()
   [result] = pool.run_sweep(trials, tmp_path / 'sw', python=python,
-                             timeout_s=2, fresh_process=True)
+                            timeout_s=2, fresh_process=True)
   assert time.monotonic() - start < 30
   assert result.status == 'failed' and 'timed out' in result.error
   assert not wait_gone([int(p) for p in pids.read_text().split()], 10)

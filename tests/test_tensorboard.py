@@ -94,7 +94,7 @@ def test_sweeps_merge_into_one_experiment_at_the_root(tmp_path):
                       metrics=[hp.Metric('final/train/loss')])
   writer.close()
   hparams.write_hparams_config(tiny_trials({'width': ['8', '64']}),
-                             str(tmp_path / 'x'))
+                               str(tmp_path / 'x'))
   hparams.write_hparams_config(
       tiny_trials({'local_steps': ['1', '5']}, width=16), str(tmp_path / 'y'))
   files = experiment_files(tmp_path)
@@ -114,12 +114,12 @@ def test_sweeps_merge_into_one_experiment_at_the_root(tmp_path):
 def test_a_suite_absorbs_the_experiment_of_its_runs_dir(tmp_path):
   # Docker's /out: a sweep under runs/ before the suite, then the suite.
   hparams.write_hparams_config(tiny_trials({'width': ['8']}),
-                             str(tmp_path / 'runs' / 's'))
+                               str(tmp_path / 'runs' / 's'))
   assert [os.path.dirname(f) for f in experiment_files(tmp_path)] == [
       str(tmp_path / 'runs')]
   (tmp_path / 'provenance.json').write_text('{}')
   hparams.write_hparams_config(tiny_trials({'width': ['32']}),
-                             str(tmp_path / 'E1' / 'g'))
+                               str(tmp_path / 'E1' / 'g'))
   files = experiment_files(tmp_path)
   assert [os.path.dirname(f) for f in files] == [str(tmp_path)]
   infos = {i.name: i for i in hparams._read_experiment(files[0]).hparam_infos}
