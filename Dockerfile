@@ -1,5 +1,5 @@
 # tff-localsgd: the reproduction suite, training, sweeps and TensorBoard in one
-# image. README "Reproduce with Docker" has the commands.
+# image. docs/docker.md has the commands.
 #
 # BASE_IMAGE: the default, tensorflow/tensorflow:2.14.0-gpu, is Ubuntu 22.04
 # with CUDA 11.8 and cuDNN 8.6 as system libraries, which the tensorflow 2.14

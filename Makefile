@@ -13,7 +13,7 @@ $(VENV)/.installed: requirements.txt
 	  echo "$(PYTHON) not found; the lock needs Python 3.11. Either:" >&2; \
 	  echo "  install it (pyenv install 3.11, or on Ubuntu python3.11 and" \
 	       "python3.11-venv from the deadsnakes PPA), or pass PYTHON=<its path>;" >&2; \
-	  echo "  or use the Docker image (README.md, Reproduce with Docker):" >&2; \
+	  echo "  or use the Docker image (docs/docker.md):" >&2; \
 	  echo "    docker build -t tff-localsgd ." >&2; \
 	  echo "    docker run --rm -v \"\$$PWD/out:/out\" --user \"\$$(id -u):\$$(id -g)\"" \
 	       "tff-localsgd reproduce --preset=smoke" >&2; \
@@ -29,7 +29,7 @@ reproduce: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
-# Builds the Docker image with podman and runs the README's docker commands
+# Builds the Docker image with podman and runs the docker commands of docs/docker.md
 # (as root on Debian 12; tests/container/run.sh says what it installs).
 test-container:
 	bash tests/container/run.sh

@@ -8,6 +8,10 @@ usage() {
   cat <<'USAGE'
 usage: docker run [docker options] tff-localsgd SUBCOMMAND [flags...]
 
+  gpu-check   run this first on a GPU machine: the GPU used, and agreeing
+              with the CPU, on one round (exit 0; 1 not used or disagrees;
+              2 no GPU visible, with a hint)
+              python -m benchmarks.gpu_check ...
   reproduce   the suite and its report into /out (default: --preset=quick)
               python -m benchmarks.reproduce --out=/out ...
   train       one experiment into /out/runs/<experiment>/
@@ -34,10 +38,11 @@ if [ -z "${HOME:-}" ] || [ "$HOME" = / ] || [ ! -w "$HOME" ]; then
   mkdir -p "$HOME"
 fi
 
-cd /app
+cd "${TFF_LOCALSGD_APP:-/app}"  # the code's directory (a checkout, in tests)
 cmd="${1:-help}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
+  gpu-check)   exec python -m benchmarks.gpu_check "$@" ;;
   reproduce)   exec python -m benchmarks.reproduce --out=/out "$@" ;;
   train)       exec python -m benchmarks.train --root_dir=/out/runs "$@" ;;
   sweep)       exec python -m benchmarks.sweep --root_dir=/out/runs "$@" ;;

@@ -9,6 +9,7 @@ from scipy.spatial import distance
 
 
 from tff_localsgd import data  # pylint: disable=g-import-not-at-top
+from tff_localsgd import theory  # pylint: disable=g-import-not-at-top
 from tff_localsgd.config import ConfigError, ExperimentConfig  # pylint: disable=g-import-not-at-top
 
 
@@ -41,6 +42,11 @@ def assert_same(a, b):
       np.testing.assert_array_equal(x, y, strict=True)
     else:
       assert x == y
+
+
+def arrays(dataset):
+  """(x_train, y_train, x_test, y_test) of a data.Dataset."""
+  return (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
 
 
 def is_partition(parts, n):
@@ -92,7 +98,7 @@ def test_same_config_bit_identical_different_seed_differs():
 def test_partition_does_not_change_the_data():
   iid = data.load_dataset(synthetic(partition='iid'))
   shards = data.load_dataset(synthetic(partition='shards', num_clients=2))
-  for a, b in zip(iid[:4], shards[:4]):
+  for a, b in zip(arrays(iid), arrays(shards)):
     np.testing.assert_array_equal(a, b)
 
 
@@ -107,8 +113,8 @@ def test_teacher_targets_unit_variance():
 def test_teacher_targets_are_one_function_of_x():
   # Draw order (teacher, train x, test x): a larger n extends a smaller one,
   # and the small run's test x are the larger run's next training x.
-  small = data.load_dataset(synthetic(num_examples=64))
-  large = data.load_dataset(synthetic(num_examples=96))
+  small = arrays(data.load_dataset(synthetic(num_examples=64)))
+  large = arrays(data.load_dataset(synthetic(num_examples=96)))
   np.testing.assert_array_equal(small[0], large[0][:64])
   np.testing.assert_array_equal(small[2], large[0][64:80])
   # Same teacher up to the per-coordinate scale: one ratio for all points.
@@ -119,9 +125,10 @@ def test_teacher_targets_are_one_function_of_x():
 
 
 def test_noise_targets():
-  x, y, x_test, y_test, num_classes = data.load_dataset(
+  noise = data.load_dataset(
       synthetic(target='noise', num_examples=4000, output_dim=2))
-  assert x_test is None and y_test is None and num_classes is None
+  _, y, x_test, y_test = arrays(noise)
+  assert x_test is None and y_test is None and noise.num_classes is None
   # i.i.d. N(0, 1): mean std error ~0.016, std std error ~0.011.
   np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=0.07)
   np.testing.assert_allclose(y.std(axis=0), 1.0, atol=0.05)
@@ -311,13 +318,12 @@ def test_digits_mlp():
 
 
 def test_digits_cnn_and_subsample():
-  full = data.load_dataset(digits(model='cnn'))
-  x, y, x_test, y_test, _ = full
+  x, y, x_test, y_test = arrays(data.load_dataset(digits(model='cnn')))
   assert x.shape == (1438, 8, 8, 1) and x_test.shape == (359, 8, 8, 1)
   assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
   # Values are k / 16.
   np.testing.assert_array_equal(x * 16, np.round(x * 16))
-  sub = data.load_dataset(digits(model='cnn', num_examples=100))
+  sub = arrays(data.load_dataset(digits(model='cnn', num_examples=100)))
   assert sub[0].shape == (100, 8, 8, 1) and sub[1].shape == (100, 10)
   # A subsample without replacement of the same training set; same test set.
   rows = {r.tobytes() for r in x.reshape(len(x), -1)}
@@ -329,6 +335,158 @@ def test_digits_cnn_and_subsample():
   with pytest.raises(ConfigError) as info:
     data.load_dataset(digits(num_examples=5000))
   assert info.value.field == 'num_examples'
+
+
+# digits_binary: the digits as a +-1 regression task in the theory's setting.
+
+
+def sklearn_split(seed, num_examples):
+  """sklearn's digits through the data stream as the loader documents it: a
+  permutation, its first 20% the test set, then a subsample of the rest.
+  Returns (train images, train digits, test images, test digits)."""
+  from sklearn.datasets import load_digits
+  images, digits_ = load_digits(return_X_y=True)
+  rng = data.stream(seed, data.DATA_STREAM)
+  order = rng.permutation(len(images))
+  test, train = order[:359], order[359:]
+  if num_examples:
+    train = train[rng.choice(len(train), num_examples, replace=False)]
+  return images[train], digits_[train], images[test], digits_[test]
+
+
+def binary(**kwargs):
+  values = dict(dataset='digits_binary', num_examples=300, num_clients=4,
+                partition='dirichlet', dirichlet_alpha=1.0, seed=2)
+  values.update(kwargs)
+  return ExperimentConfig(**values).validate()
+
+
+def test_digits_binary_unit_norm_and_targets_match_sklearn():
+  ds = data.load_dataset(binary())
+  images, digits_, test_images, test_digits = sklearn_split(2, 300)
+  assert ds.num_classes is None  # regression: loss only, no argmax accuracy
+  for x, raw, y, d in ((ds.x_train, images, ds.y_train, digits_),
+                       (ds.x_test, test_images, ds.y_test, test_digits)):
+    assert x.shape == (len(raw), 64) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x.astype(np.float64), axis=1),
+                               1.0, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        x, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=0,
+        atol=1e-7)
+    assert y.shape == (len(raw), 1) and y.dtype == np.float32
+    np.testing.assert_array_equal(y[:, 0], [1.0 if v >= 5 else -1.0
+                                            for v in d])
+    assert set(np.unique(y)) == {-1.0, 1.0}
+  assert len(ds.x_test) == 359
+  np.testing.assert_array_equal(ds.labels, digits_)
+
+
+def test_digits_binary_is_digits_with_binary_targets():
+  # The same images, split and subsample as the mlp digits, bit for bit.
+  for num_examples in (0, 100):
+    multi = data.load_dataset(digits(num_examples=num_examples, seed=2))
+    ds = data.load_dataset(binary(num_examples=num_examples))
+    np.testing.assert_array_equal(ds.x_train, multi.x_train, strict=True)
+    np.testing.assert_array_equal(ds.x_test, multi.x_test, strict=True)
+    np.testing.assert_array_equal(ds.labels, np.argmax(multi.y_train, axis=1))
+    np.testing.assert_array_equal(
+        ds.y_test[:, 0], np.where(np.argmax(multi.y_test, axis=1) >= 5, 1, -1))
+  assert len(ds.x_train) == 100 and len(multi.x_train) == 100
+
+
+def test_existing_digits_match_sklearn_through_the_stream():
+  # Pins the digits loader (the stream ids and draw order) independently.
+  ds = data.load_dataset(digits(num_examples=200, seed=5, model='cnn'))
+  images, digits_, test_images, test_digits = sklearn_split(5, 200)
+  np.testing.assert_array_equal(ds.x_train[..., 0] * 16,
+                                images.reshape(-1, 8, 8))
+  np.testing.assert_array_equal(ds.x_test[..., 0] * 16,
+                                test_images.reshape(-1, 8, 8))
+  np.testing.assert_array_equal(ds.labels, digits_)
+  np.testing.assert_array_equal(np.argmax(ds.y_test, axis=1), test_digits)
+
+
+def test_digits_binary_seeded():
+  config = binary()
+  a = data.load_federated_data(config)
+  assert_same(a, data.load_federated_data(config))
+  b = data.load_federated_data(dataclasses.replace(config, seed=3))
+  rows = lambda x: {r.tobytes() for r in x}
+  assert rows(a.train_x) != rows(b.train_x)  # another subsample
+  assert not np.array_equal(a.test_x, b.test_x)  # and another test split
+  full = data.load_federated_data(binary(num_examples=0))
+  assert full.num_examples == 1438 and len(full.test_x) == 359
+
+
+def client_digits(fed, ds):
+  """Each client's digits, found by its rows in the unpartitioned data (the
+  digits images are distinct)."""
+  digit_of = {x.tobytes(): d for x, d in zip(ds.x_train, ds.labels)}
+  return [np.array([digit_of[x.tobytes()] for x in xs]) for xs in fed.client_x]
+
+
+def digit_skew(config) -> float:
+  """Mean over clients of the total variation between a client's digit
+  histogram and the global one."""
+  ds, fed = data.load_dataset(config), data.load_federated_data(config)
+  hist = np.array([np.bincount(d, minlength=10)
+                   for d in client_digits(fed, ds)])
+  glob = np.bincount(ds.labels, minlength=10) / len(ds.labels)
+  return 0.5 * np.abs(hist / hist.sum(1, keepdims=True) - glob).sum(1).mean()
+
+
+@pytest.mark.parametrize('num_examples', [64, 128, 256])
+def test_digits_binary_dirichlet_keys_on_the_digit(num_examples):
+  for seed in range(4):
+    config = binary(num_examples=num_examples, seed=seed)
+    ds = data.load_dataset(config)
+    fed = data.load_federated_data(config)  # raises if a client is empty
+    assert len(fed.client_sizes) == 4 and min(fed.client_sizes) > 0
+    per_client = client_digits(fed, ds)
+    for d, y in zip(per_client, fed.client_y):
+      np.testing.assert_array_equal(y[:, 0], np.where(d >= 5, 1.0, -1.0))
+    # The split is the Dirichlet partition of the digits themselves (not of
+    # pseudo-labels of the targets).
+    parts = data.partition(ds.labels, 4, 'dirichlet', alpha=1.0,
+                           shards_per_client=2,
+                           rng=data.stream(seed, data.PARTITION_STREAM))
+    for d, p in zip(per_client, parts):
+      np.testing.assert_array_equal(d, ds.labels[p])
+
+
+def test_digits_binary_dirichlet_skews_the_digits():
+  # All 1438 training images, so sampling alone leaves the iid clients'
+  # histograms close to the global one; Dirichlet(1) shares per digit do not.
+  for seed in range(4):
+    skewed = digit_skew(binary(num_examples=0, seed=seed))
+    iid = digit_skew(binary(num_examples=0, seed=seed, partition='iid'))
+    assert iid < 0.1 and skewed > 0.2 and skewed > 3 * iid, (skewed, iid)
+
+
+def test_digits_binary_all_zero_image_raises(monkeypatch):
+  real = data._load_digits
+
+  def with_a_blank(rng):
+    raw = real(rng)
+    raw['x_train'][7] = 0
+    return raw
+
+  monkeypatch.setattr(data, '_load_digits', with_a_blank)
+  with pytest.raises(ConfigError) as info:
+    data.load_dataset(binary(num_examples=0))
+  assert info.value.field == 'dataset' and 'all zeros' in str(info.value)
+
+
+def test_digits_binary_config_rules():
+  with pytest.raises(ConfigError) as info:
+    binary(loss='xent')
+  assert info.value.field == 'loss' and 'regression' in str(info.value)
+  with pytest.raises(ConfigError) as info:
+    binary(model='cnn')
+  assert info.value.field == 'model'
+  assert theory.applies(binary(model='mlp', loss='mse')) is None
+  # The ten-class digits keep their ten outputs: no prediction.
+  assert 'output' in theory.applies(digits())
 
 
 # Keras-format cache.
@@ -364,22 +522,24 @@ def test_cache_mnist_mlp_and_cnn(tmp_path):
       rtol=1e-6)
   np.testing.assert_array_equal(np.argmax(fed.test_y, axis=1), raw['y_test'])
 
-  x, y, x_test, y_test, _ = data.load_dataset(cached(tmp_path, model='cnn'))
+  x, y, x_test, y_test = arrays(data.load_dataset(cached(tmp_path,
+                                                         model='cnn')))
   assert x.shape == (40, 28, 28, 1) and x.dtype == np.float32
   np.testing.assert_array_equal(x[..., 0], raw['x_train'] / np.float32(255))
   np.testing.assert_array_equal(x_test[..., 0],
                                 raw['x_test'] / np.float32(255))
   np.testing.assert_array_equal(np.argmax(y, axis=1), raw['y_train'])
   np.testing.assert_array_equal(y.sum(axis=1), 1.0)
-  sub = data.load_dataset(cached(tmp_path, model='cnn', num_examples=10))
+  sub = arrays(data.load_dataset(cached(tmp_path, model='cnn',
+                                        num_examples=10)))
   assert sub[0].shape == (10, 28, 28, 1) and sub[2].shape == (12, 28, 28, 1)
 
 
 def test_cache_cifar10_labels_column(tmp_path):
   raw = fake_arrays(np.random.default_rng(1), (32, 32, 3), label_shape=(1,))
   np.savez(tmp_path / 'cifar10.npz', **raw)
-  x, y, *_ = data.load_dataset(cached(tmp_path, dataset='cifar10',
-                                      model='cnn'))
+  x, y, *_ = arrays(data.load_dataset(cached(tmp_path, dataset='cifar10',
+                                              model='cnn')))
   assert x.shape == (40, 32, 32, 3) and 0 <= x.min() and x.max() <= 1
   np.testing.assert_array_equal(np.argmax(y, axis=1), raw['y_train'][:, 0])
 
@@ -389,8 +549,8 @@ def test_cache_data_dir_expands_user(tmp_path, monkeypatch):
   (tmp_path / 'cache').mkdir()
   np.savez(tmp_path / 'cache' / 'fashion_mnist.npz',
            **fake_arrays(np.random.default_rng(2), (28, 28)))
-  x, *_ = data.load_dataset(cached(tmp_path, dataset='fashion_mnist',
-                                   data_dir='~/cache'))
+  x, *_ = arrays(data.load_dataset(cached(tmp_path, dataset='fashion_mnist',
+                                           data_dir='~/cache')))
   assert x.shape == (40, 784)
 
 
@@ -418,15 +578,15 @@ def test_missing_cache_downloads_and_writes_atomically(tmp_path, monkeypatch):
 
   monkeypatch.setattr(data, '_download_keras', download)
   config = cached(tmp_path / 'new', model='cnn')
-  first = data.load_dataset(config)
+  first = arrays(data.load_dataset(config))
   assert calls == ['mnist']
   assert os.listdir(tmp_path / 'new') == ['mnist.npz']  # no temp file left
   with np.load(tmp_path / 'new' / 'mnist.npz') as npz:
     for key, value in raw.items():
       np.testing.assert_array_equal(npz[key], value)
-  second = data.load_dataset(config)  # from the cache: no second download
+  second = arrays(data.load_dataset(config))  # cached: no second download
   assert calls == ['mnist']
-  for a, b in zip(first[:4], second[:4]):
+  for a, b in zip(first, second):
     np.testing.assert_array_equal(a, b)
 
 

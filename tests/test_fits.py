@@ -163,3 +163,92 @@ def test_slope_verdict_needs_one_threshold():
     fits.slope_verdict(fit, below=0.0, above=-1.0)
   with pytest.raises(ValueError, match='finite'):
     fits.slope_verdict(fit, below=math.nan)
+
+
+def test_mean_fit_is_the_student_t_interval():
+  values = [0.1, -0.3, 0.25, 0.05]
+  fit = fits.mean_fit(values)
+  half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
+  assert fit.mean == pytest.approx(np.mean(values), rel=1e-12)
+  assert (fit.ci_low, fit.ci_high) == pytest.approx(
+      (np.mean(values) - half, np.mean(values) + half), rel=1e-12)
+  # It decides through the same verdicts as a slope.
+  assert fits.interval_verdict(fit, -1.0, 1.0) == 'PASS'
+  assert fits.interval_verdict(fits.mean_fit([2.0, 2.1, 2.2]), -1, 1) == 'FAIL'
+  assert math.isnan(fits.mean_fit([1.0]).ci_low)
+  with pytest.raises(ValueError):
+    fits.mean_fit([1.0, math.nan])
+
+
+# plane_fit.
+
+
+def test_plane_fit_matches_lstsq_and_the_classical_covariance():
+  rng = np.random.default_rng(7)
+  x1, x2 = rng.uniform(3, 9, 40), rng.uniform(2, 6, 40)
+  y = 0.5 - 0.4 * x1 + 0.8 * x2 + rng.normal(0, 0.3, 40)
+  fit = fits.plane_fit(x1, x2, y)
+  # Independently: the raw (uncentred) design and its normal equations.
+  design = np.column_stack([np.ones(40), x1, x2])
+  theta, *_ = np.linalg.lstsq(design, y, rcond=None)
+  residual = y - design @ theta
+  cov = residual @ residual / 37 * np.linalg.inv(design.T @ design)
+  np.testing.assert_allclose([fit.intercept, fit.slope1, fit.slope2], theta,
+                             rtol=1e-10)
+  np.testing.assert_allclose(np.array(fit.cov), cov, rtol=1e-8)
+  ss_tot = np.sum((y - y.mean()) ** 2)
+  assert fit.r2 == pytest.approx(1 - residual @ residual / ss_tot, rel=1e-10)
+  assert fit.n == 40
+
+
+def test_plane_fit_slope_variance_matches_monte_carlo():
+  # The covariance predicts the spread of the slopes over noise draws.
+  rng = np.random.default_rng(8)
+  x1 = np.repeat(np.log([64, 128, 256, 512]), 3)
+  x2 = np.tile(np.log([16, 32, 64]), 4)
+  slopes, variances = [], []
+  for _ in range(2000):
+    fit = fits.plane_fit(x1, x2, 1 - 0.5 * x1 + 0.7 * x2 +
+                         rng.normal(0, 0.2, 12))
+    slopes.append(fit.slope2)
+    variances.append(fit.cov[2][2])
+  # Var of 2000 normal draws has relative s.e. sqrt(2/1999) ~ 3.2%.
+  assert np.var(slopes, ddof=1) == pytest.approx(np.mean(variances), rel=0.13)
+  assert np.mean(slopes) == pytest.approx(0.7, abs=0.01)
+
+
+def test_plane_fit_exact_plane_and_degenerate_designs():
+  x1, x2 = np.array([0.0, 1, 0, 1]), np.array([0.0, 0, 1, 1])
+  fit = fits.plane_fit(x1, x2, 2 + 3 * x1 - x2)
+  assert (fit.intercept, fit.slope1, fit.slope2) == (
+      pytest.approx(2), pytest.approx(3), pytest.approx(-1))
+  assert fit.r2 == 1.0 and np.allclose(fit.cov, 0)
+  three = fits.plane_fit(x1[:3], x2[:3], [1.0, 2, 3])
+  assert math.isnan(three.cov[1][1])  # no residual degree of freedom
+  with pytest.raises(ValueError, match='not on one line'):
+    fits.plane_fit([1, 2, 3], [2, 4, 6], [1, 2, 3])  # x2 = 2 x1
+  with pytest.raises(ValueError, match='finite'):
+    fits.plane_fit([1, 2, 3, math.nan], [0, 1, 0, 1], [1, 2, 3, 4])
+
+
+# percentile_interval.
+
+
+def test_percentile_interval_is_the_order_statistic_by_hand():
+  draws = np.arange(1.0, 101.0)
+  # ceil(0.025 * 100) = 3rd and ceil(0.975 * 100) = 98th smallest.
+  assert fits.percentile_interval(draws) == (3.0, 98.0)
+  assert fits.percentile_interval(draws, confidence=0.5) == (25.0, 75.0)
+
+
+def test_percentile_interval_keeps_censored_ends():
+  exact = np.arange(1.0, 101.0)
+  lows = np.concatenate([exact, [-np.inf] * 2])
+  highs = np.concatenate([exact, [np.inf] * 2])
+  # 102 draws: the 3rd smallest low (ceil 2.55) is 1, the 100th high 100.
+  assert fits.percentile_interval(lows, highs) == (1.0, 100.0)
+  lows[:3] = -np.inf  # four open lows: the 3rd smallest is -inf
+  assert fits.percentile_interval(lows, highs)[0] == -np.inf
+  with pytest.raises(ValueError, match='lows <= highs'):
+    fits.percentile_interval([2.0], [1.0])
+  assert all(math.isnan(v) for v in fits.percentile_interval([]))

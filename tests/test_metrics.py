@@ -1,5 +1,5 @@
-"""The table of metric names: tag <-> column, descriptions, the README's
-table, and that a real run writes no metric the table lacks."""
+"""The table of metric names: tag <-> column, descriptions, the table in
+docs/metrics.md, and that a real run writes no metric the table lacks."""
 
 import csv
 import glob
@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from test_train import ROOT, train
 from tff_localsgd import board as board_lib
+from tff_localsgd import docs_blocks
 from tff_localsgd import metrics
 
 LAYERS = ('input', 'hidden_1', 'hidden_12', 'output', 'conv_2')
@@ -112,16 +113,13 @@ def test_every_row_is_complete_and_fits_a_markdown_table():
   assert all(line.count('|') == 5 for line in lines)
 
 
-def test_readme_block_is_the_table():
-  with open(os.path.join(ROOT, 'README.md')) as f:
-    readme = f.read()
-  begin, end = '<!-- metrics:begin -->\n', '<!-- metrics:end -->'
-  assert readme.count(begin) == 1 and readme.count(end) == 1
-  block = readme.split(begin)[1].split(end)[0]
-  assert block == metrics.markdown_table(), (
-      'README.md\'s metrics block is not metrics.markdown_table(): paste the '
-      'output of python -c "from tff_localsgd import metrics; '
-      'print(metrics.markdown_table(), end=\'\')" between its markers')
+def test_docs_block_is_the_table():
+  with open(os.path.join(ROOT, 'docs', 'metrics.md')) as f:
+    found = docs_blocks.blocks(f.read())
+  bodies = [block.body for block in found if block.name == 'metrics']
+  assert bodies == [metrics.markdown_table()], (
+      'docs/metrics.md needs one block `<!-- generated: metrics -->` holding '
+      'metrics.markdown_table(): run python -m benchmarks.docs')
 
 
 def read_events(logdir):

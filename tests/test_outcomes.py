@@ -12,19 +12,35 @@ def geometric(rate, rounds, start=1.0):
   return list(range(rounds + 1)), [start * rate ** t for t in range(rounds + 1)]
 
 
-def test_reached_is_the_first_round_at_or_below_the_target():
+def test_reached_is_the_interpolated_crossing():
   rounds, losses = geometric(0.5, 20)
-  # 0.5^t <= 1e-2  <=>  t >= 6.64: round 7.
+  # log-linear between rounds is exact for a geometric curve:
+  # 0.5^t = 1e-2 at t = log(1e-2) / log(0.5) = 6.644, not the integer 7.
   outcome = outcomes.classify(rounds, losses, 1e-2)
-  assert (outcome.status, outcome.round) == ('reached', 7)
-  assert outcome.describe() == '7 rounds'
+  assert outcome.status == 'reached'
+  assert outcome.round == pytest.approx(math.log(1e-2) / math.log(0.5),
+                                        rel=1e-12)
+  assert outcome.describe() == '6.6 rounds'
   assert outcome.tail_rate == pytest.approx(0.5)
 
 
+def test_rounds_to_eps_interpolates_in_log_between_recorded_rounds():
+  # Rounds 2 and 6 recorded around the crossing: log L falls from log 1 to
+  # log 1e-4 over 4 rounds, so L = 1e-2 sits halfway, at round 4.
+  assert outcomes.rounds_to_eps([0, 2, 6], [10.0, 1.0, 1e-4], 1e-2) == \
+      pytest.approx(4.0, rel=1e-12)
+  # Exactly at the target: the round itself; already below at t_0: t_0.
+  assert outcomes.rounds_to_eps([0, 1, 2], [1.0, 0.5, 0.25], 0.25) == 2.0
+  assert outcomes.rounds_to_eps([3, 4], [0.1, 0.01], 0.5) == 3.0
+
+
 def test_rounds_to_eps_skips_missing_and_nan():
+  # The point before the crossing is the last valid one (round 0).
   assert outcomes.rounds_to_eps([0, 1, 2, 3], [1.0, None, math.nan, 0.1],
-                                0.5) == 3
+                                0.5) == pytest.approx(
+                                    3 * math.log(2) / math.log(10))
   assert outcomes.rounds_to_eps([0, 1], [1.0, 0.9], 0.5) is None
+  assert outcomes.rounds_to_eps([0, 1], [1.0, 0.0], 0.5) == 1.0
 
 
 def test_censored_projects_the_tail_rate():

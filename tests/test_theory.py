@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -177,11 +178,15 @@ def test_gram_needs_one_output():
 
 def test_predicted_rounds_to_eps():
   curve = [1.0, 0.5, 0.25, 0.125]
-  assert theory.predicted_rounds_to_eps(curve, 0.3, 0.5) == 2  # inside the curve
+  # Inside the curve, log-linear: 0.5^t = 0.3 at t = 1.737.
+  assert theory.predicted_rounds_to_eps(curve, 0.3, 0.5) == pytest.approx(
+      math.log(0.3) / math.log(0.5), rel=1e-12)
   assert theory.predicted_rounds_to_eps(curve, 1.0, 0.5) == 0
-  # 0.125 * 0.5^t <= 0.01 first at t = 4 (0.0078), after round 3.
-  assert theory.predicted_rounds_to_eps(curve, 0.01, 0.5) == 7
-  assert theory.predicted_rounds_to_eps(curve, 0.01, 0.9) == 3 + 24  # 0.9^24 = 0.080
+  # Past round 3 at the rate: 0.125 * 0.5^s = 0.01 at s = 3.644.
+  assert theory.predicted_rounds_to_eps(curve, 0.01, 0.5) == pytest.approx(
+      3 + math.log(0.08) / math.log(0.5), rel=1e-12)
+  assert theory.predicted_rounds_to_eps(curve, 0.01, 0.9) == pytest.approx(
+      3 + math.log(0.08) / math.log(0.9), rel=1e-12)  # 23.97
   assert theory.predicted_rounds_to_eps(curve, 0.01, 1.0) is None
   assert theory.predicted_rounds_to_eps(curve, 0.01, None) is None
   assert theory.predicted_rounds_to_eps(None, 0.01, 0.5) is None
@@ -225,7 +230,7 @@ def test_prediction_follows_the_kits_local_gd_on_a_wide_mlp():
   prediction = theory.predict(spec, spec.initial_weights, client_x, client_y,
                               rounds=rounds, eps=1e-3, delta=0.1, **steps)
   measured = kit_local_gd(spec, client_x, client_y, rounds=rounds, **steps)
-  curve = np.array(prediction.curve)
+  curve = np.array(prediction.curve[:rounds + 1])
   assert curve[-1] < 0.1 * curve[0]  # a real decrease to follow
   # Linearization error: H drifts from H(w^0) by O(1/sqrt(m)) as the weights
   # move, and the drift compounds round by round in log L. Measured over these
@@ -244,7 +249,10 @@ def test_predict_fields_and_probe_subset():
                         **kwargs)
   y = np.concatenate(client_y).astype(np.float64)
   assert full.zero_predictor_loss == pytest.approx(np.sum(y ** 2) / 32)
-  assert (full.gram_set, full.gram_points, len(full.curve)) == ('train', 16, 4)
+  # The curve runs past the budget (3 rounds) to its own crossing.
+  assert full.gram_set == 'train' and full.gram_points == 16
+  assert len(full.curve) - 2 < full.rounds_to_eps <= len(full.curve) - 1
+  assert full.curve[-1] <= 1e-2 * full.zero_predictor_loss < full.curve[-2]
   h = numpy_gram(spec.initial_weights, np.concatenate(client_x),
                  spec.trainable_indices)
   eig = np.linalg.eigvalsh(h)
@@ -257,6 +265,17 @@ def test_predict_fields_and_probe_subset():
       (1 - 2 * eig[0] / 64 / 16) ** 2, rel=1e-10)
   assert full.rounds_to_eps == theory.predicted_rounds_to_eps(
       full.curve, 1e-2 * full.zero_predictor_loss, full.rate_per_round) > 3
+  # The crossing does not depend on the budget.
+  longer = theory.predict(spec, spec.initial_weights, client_x, client_y,
+                          **dict(kwargs, rounds=40))
+  assert longer.rounds_to_eps == full.rounds_to_eps
+  assert longer.curve[:len(full.curve)] == full.curve
+  # The per-client bound from the blocks of an independent NumPy Gram.
+  blocks = clients_of((3, 4, 4, 5))
+  assert full.smooth_bound == pytest.approx(max(
+      np.linalg.eigvalsh(h[np.ix_(d, d)])[-1] / 64 / len(d) for d in blocks),
+      rel=1e-10)
+  assert full.smooth_bound < eig[-1] / 64 / 3  # tighter than the loose bound
   json.dumps(full.to_dict())
   probe = theory.predict(spec, spec.initial_weights, client_x, client_y,
                          max_points=8, **kwargs)
@@ -274,7 +293,8 @@ def test_predict_with_cohorts():
   args = (spec, spec.initial_weights, client_x, client_y)
   full = theory.predict(*args, **kwargs)
   every = theory.predict(*args, cohorts=[range(4)] * 3, **kwargs)
-  assert every.curve == full.curve
+  # Sampled cohorts stop at the budget; the fixed map runs to its crossing.
+  assert every.curve == full.curve[:4]
   # The mean of three equal maps, (M + M + M) / 3, differs from M by rounding.
   assert every.rate_per_round == pytest.approx(full.rate_per_round, rel=1e-13)
   cohorts = [(3, 0), (2,), (1, 2)]

@@ -11,7 +11,8 @@ import dataclasses
 import json
 import math
 
-DATASETS = ('synthetic', 'digits', 'mnist', 'fashion_mnist', 'cifar10')
+DATASETS = ('synthetic', 'digits', 'digits_binary', 'mnist', 'fashion_mnist',
+            'cifar10')
 TARGETS = ('teacher', 'noise')
 PARTITIONS = ('iid', 'dirichlet', 'shards')
 MODELS = ('mlp', 'cnn')
@@ -176,6 +177,13 @@ class ExperimentConfig:
     if self.loss == 'xent' and self.dataset == 'synthetic':
       raise ConfigError('loss', 'xent needs class labels; synthetic targets '
                         'are real-valued')
+    if self.dataset == 'digits_binary' and self.model != 'mlp':
+      raise ConfigError('model', 'digits_binary is for the mlp: its inputs '
+                        'are flattened to R^64 with unit norm (the theory\'s '
+                        'setting)')
+    if self.loss == 'xent' and self.dataset == 'digits_binary':
+      raise ConfigError('loss', 'xent needs class labels; digits_binary is a '
+                        'regression task (targets +-1, squared loss: use mse)')
     if self.ntk_every and not self.probe_size:
       raise ConfigError('probe_size', 'the NTK is measured on the probe set; '
                         'it needs probe_size > 0')

@@ -9,7 +9,7 @@ Preprocessing, by `config.model`:
     ||x|| = 1).
   cnn: images float32 in [0, 1], shape [H, W, C] (grayscale gets C = 1).
 Labels are one-hot float32 [n, num_classes]; synthetic targets are real-valued
-float32 [n, output_dim].
+float32 [n, output_dim]; digits_binary's are +-1, float32 [n, 1].
 
 Datasets:
   synthetic: n = num_examples points uniform on the unit sphere in R^d.
@@ -21,6 +21,12 @@ Datasets:
     x, then y), so a larger n extends a smaller one.
   digits: sklearn's bundled 8x8 digits (1797 examples, values 0..16), a
     seeded 20% held out as the test set.
+  digits_binary: the same images and split as a binary regression task in
+    the setting the NTK theory analyses (mlp only): inputs flattened to R^64
+    and scaled to unit norm, ||x_j|| = 1 (Du et al. 2019 assume it), targets
+    y_j = +1 for digit >= 5 and -1 for digit < 5, float32 [n, 1] (one output,
+    c = 1, for the squared loss). Partitions key on the digit 0..9, so a
+    Dirichlet partition is a natural label skew.
   mnist, fashion_mnist, cifar10: read from the cache (below).
 For real data, num_examples > 0 subsamples the training set (seeded, without
 replacement); 0 keeps it all. The test set is never subsampled.
@@ -33,7 +39,7 @@ A missing file is created once by `tf.keras.datasets.<name>.load_data()`
 (which downloads into ~/.keras) and written atomically. Offline without the
 file, loading raises `DataUnavailableError` explaining how to get it.
 
-Partitions (`partition`): iid, dirichlet (label skew) or shards. Regression
+Partitions (`partition`): iid, dirichlet (label skew) or shards. Synthetic
 targets have no classes, so non-iid schemes use pseudo-labels: 10 quantile
 bins of the first target coordinate. Each client's indices come in a seeded
 random order (not sorted, not grouped by class). A client left without
@@ -65,6 +71,7 @@ PROBE_STREAM = 5  # the probe set of the diagnostics
 TEACHER_WIDTH = 64
 NUM_PSEUDO_LABELS = 10
 DIGITS_TEST_FRACTION = 0.2
+DIGITS_BINARY_SPLIT = 5  # digits_binary: y = +1 for digit >= 5, else -1
 MAX_DISTANCE_POINTS = 20000
 _BLOCK_ROWS = 512
 
@@ -81,6 +88,25 @@ _CACHE_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
 
 class DataUnavailableError(RuntimeError):
   """A dataset is neither cached nor downloadable; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous
+class Dataset:
+  """One data set, preprocessed, before partitioning.
+
+  x_train, y_train: float32 model inputs and targets (one-hot labels or
+  real-valued targets); x_test, y_test: the test set, or None without one.
+  num_classes: None for regression. labels: int [n], what the partition keys
+  on for each training example (the class, the digit of digits_binary, or the
+  pseudo-label of a synthetic target).
+  """
+
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray | None
+  y_test: np.ndarray | None
+  num_classes: int | None
+  labels: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous
@@ -140,12 +166,9 @@ def stream(seed: int, purpose: int, *keys: int) -> np.random.Generator:
 
 def load_federated_data(config) -> FederatedData:
   """Loads config.dataset and splits it over config.num_clients clients."""
-  x_train, y_train, x_test, y_test, num_classes = load_dataset(config)
-  if num_classes is None:
-    labels = pseudo_labels(y_train)
-  else:
-    labels = np.argmax(y_train, axis=1)
-  parts = partition(labels, config.num_clients, config.partition,
+  dataset = load_dataset(config)
+  x_train, y_train = dataset.x_train, dataset.y_train
+  parts = partition(dataset.labels, config.num_clients, config.partition,
                     alpha=config.dirichlet_alpha,
                     shards_per_client=config.shards_per_client,
                     rng=stream(config.seed, PARTITION_STREAM))
@@ -155,16 +178,12 @@ def load_federated_data(config) -> FederatedData:
   return FederatedData(
       client_x=tuple(x_train[p] for p in parts),
       client_y=tuple(y_train[p] for p in parts),
-      test_x=x_test, test_y=y_test, num_classes=num_classes,
-      min_pairwise_distance=delta)
+      test_x=dataset.x_test, test_y=dataset.y_test,
+      num_classes=dataset.num_classes, min_pairwise_distance=delta)
 
 
-def load_dataset(config):
-  """Preprocessed data before partitioning.
-
-  Returns (x_train, y_train, x_test, y_test, num_classes); x_test and y_test
-  are None without a test set, num_classes is None for regression.
-  """
+def load_dataset(config) -> Dataset:
+  """config.dataset, preprocessed, before partitioning."""
   if config.model not in ('mlp', 'cnn'):
     raise ConfigError('model', f'{config.model!r} is not one of mlp, cnn')
   rng = stream(config.seed, DATA_STREAM)
@@ -174,24 +193,56 @@ def load_dataset(config):
     x_train, y_train, x_test, y_test = synthetic_data(
         config.num_examples, config.input_dim, config.output_dim,
         config.target, rng)
-    return x_train, y_train, x_test, y_test, None
-  if config.dataset == 'digits':
+    return Dataset(x_train, y_train, x_test, y_test, None,
+                   pseudo_labels(y_train))
+  if config.dataset in ('digits', 'digits_binary'):
     raw = _load_digits(rng)
   elif config.dataset in _CACHED:
     raw = load_cached_arrays(config.dataset,
                              os.path.expanduser(config.data_dir))
   else:
     raise ConfigError('dataset', f'{config.dataset!r} is not one of '
-                      f'synthetic, digits, {", ".join(_CACHED)}')
+                      f'synthetic, digits, digits_binary, {", ".join(_CACHED)}')
   # Subsample after the test split so the test set does not depend on it.
   keep = _subsample(len(raw['x_train']), config.num_examples,
                     config.dataset, rng)
+  if config.dataset == 'digits_binary':
+    return digits_binary(raw['x_train'][keep], raw['y_train'][keep],
+                         raw['x_test'], raw['y_test'])
   _, max_value, num_classes = _IMAGE_SPECS[config.dataset]
-  return (preprocess_images(raw['x_train'][keep], max_value, config.model),
-          one_hot(raw['y_train'][keep], num_classes),
-          preprocess_images(raw['x_test'], max_value, config.model),
-          one_hot(raw['y_test'], num_classes),
-          num_classes)
+  y_train = one_hot(raw['y_train'][keep], num_classes)
+  return Dataset(preprocess_images(raw['x_train'][keep], max_value,
+                                   config.model),
+                 y_train,
+                 preprocess_images(raw['x_test'], max_value, config.model),
+                 one_hot(raw['y_test'], num_classes),
+                 num_classes, np.argmax(y_train, axis=1))
+
+
+def digits_binary(images, digits, test_images, test_digits) -> Dataset:
+  """The digits as a +-1 regression task in the NTK theory's setting.
+
+  images: raw 8x8 digits (values 0..16) [n, 8, 8], digits: their labels
+  0..9. x_j = vec(image_j) / ||vec(image_j)|| in R^64, so ||x_j|| = 1 as the
+  theory assumes (Du et al. 2019); y_j = +1 if digit_j >= 5 else -1, float32
+  [n, 1]. The partition keys on the digit. Raises ConfigError if an image is
+  all zeros (it has no direction; none of sklearn's digits is).
+  """
+  _, max_value, _ = _IMAGE_SPECS['digits']
+  try:
+    x = preprocess_images(images, max_value, 'mlp')
+    x_test = preprocess_images(test_images, max_value, 'mlp')
+  except ValueError as err:
+    raise ConfigError('dataset', f'digits_binary needs unit-norm inputs: '
+                      f'{err}') from None
+  return Dataset(x, binary_targets(digits), x_test, binary_targets(test_digits),
+                 None, np.asarray(digits).reshape(-1).astype(np.int64))
+
+
+def binary_targets(digits) -> np.ndarray:
+  """y = +1 for digit >= DIGITS_BINARY_SPLIT, -1 below: float32 [n, 1]."""
+  digits = np.asarray(digits).reshape(-1, 1)
+  return np.where(digits >= DIGITS_BINARY_SPLIT, 1.0, -1.0).astype(np.float32)
 
 
 def synthetic_data(n: int, d: int, c: int, target: str,

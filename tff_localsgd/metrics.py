@@ -1,8 +1,8 @@
 """The table of every metric a run writes: tag, formula, meaning, CSV column.
 
 It is the one place where a metric's tag becomes a CSV column and back, the
-source of each TensorBoard scalar's description, and of the README's metrics
-table (`markdown_table()`; a test keeps the two equal).
+source of each TensorBoard scalar's description, and of the metrics table in
+docs/metrics.md (`markdown_table()`; a test keeps the two equal).
 
     metrics.column('lazy/weight_change_rel/hidden_1')
         == 'lazy_weight_change_rel_hidden_1'
@@ -194,9 +194,13 @@ METRICS = (
     Metric('theory/rate_per_round', 'ρ(M)², ρ the spectral radius',
            'the predicted asymptotic L_{t+1}/L_t (with sampled cohorts, of '
            'the mean map)'),
-    Metric('theory/rounds_to_eps', 'min {t : L_t ≤ ε F₀}',
-           'the first round at which the predicted curve reaches the target '
-           '(--eps)'),
+    Metric('theory/rounds_to_eps',
+           'T_pred = t⁻ + (t⁺ − t⁻) log(L_{t⁻}/ε F₀) / log(L_{t⁻}/L_{t⁺}), '
+           't⁺ the first round with L_t ≤ ε F₀, t⁻ = t⁺ − 1',
+           'the round at which the predicted curve crosses the target '
+           '(--eps), log-linear between the rounds around it; the curve runs '
+           'to its crossing whatever the budget (up to 20000 rounds, then '
+           'extrapolated at ρ(M)²)'),
     Metric('theory/delta', 'δ = min_{j≠j\'} ‖x_j − x_j\'‖',
            'the data separation: the smallest distance between two training '
            'inputs'),
@@ -229,10 +233,12 @@ METRICS = (
     Metric('final/train/loss', 'F(w^T), T the last round',
            'train/loss at the end of the trial', file=None),
     Metric('final/rounds_to_eps',
-           'min {t : F(w^t) ≤ ε F₀}, F₀ = (1/n) Σ_j ℓ(0, y_j)',
-           'the first round whose train/loss reaches ε (--eps) times the zero '
-           'predictor\'s loss; absent if the trial never gets there',
-           file=None),
+           'T = t⁻ + (t⁺ − t⁻) log(F(w^{t⁻})/ε F₀) / log(F(w^{t⁻})/F(w^{t⁺})), '
+           't⁺ the first evaluated round with F(w^t) ≤ ε F₀, t⁻ the one '
+           'before; F₀ = (1/n) Σ_j ℓ(0, y_j)',
+           'the round at which train/loss crosses ε (--eps) times the zero '
+           'predictor\'s loss, log-linear between the rounds around it; '
+           'absent if the trial never gets there', file=None),
     Metric('final/drift/grad_diff_rel', 'drift/grad_diff_rel, last measured',
            'the trial\'s last measured relative gradient difference',
            file=None),
@@ -312,7 +318,7 @@ def _column_cell(row: Metric) -> str:
 
 
 def markdown_table() -> str:
-  """The README's metrics table: tag, CSV column, formula, meaning."""
+  """The table in docs/metrics.md: tag, CSV column, formula, meaning."""
   lines = ['| tag | CSV column | formula | meaning |', '|---|---|---|---|']
   for row in METRICS:
     kind = ' (histogram)' if row.histogram else ''

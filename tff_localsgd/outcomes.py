@@ -13,7 +13,9 @@ Every curve is exactly one of four outcomes, decided from its rounds
 t_0 < ... < t_T and losses L_t:
 
   diverged   the run's status says so, or some L_t is not finite.
-  reached    some L_t <= target; `round` is the first such t_j.
+  reached    some L_t <= target; `round` is the interpolated crossing
+             (rounds_to_eps), between the first such t_j and the round
+             before it.
   censored   not reached, but still converging when the budget ran out:
              the tail fit (below) has slope s < 0 and its projection
                  t_hat = t_T + (log target - log L_T) / s
@@ -45,13 +47,13 @@ PLATEAU_FACTOR = 10.0
 class Outcome:
   """How a curve ends against its target (module doc).
 
-  status: one of OUTCOMES. round: the first round at or below the target
-  (reached), the projected round (censored), else None. tail_rate:
+  status: one of OUTCOMES. round: the interpolated crossing of the target
+  (reached; rounds_to_eps), the projected round (censored), else None. tail_rate:
   exp(s), the tail's per-round loss ratio (None with too few rounds).
   last_round, last_loss: where the record stops.
   """
   status: str
-  round: float | None  # int when reached
+  round: float | None
   target: float
   tail_rate: float | None
   last_round: int
@@ -65,7 +67,7 @@ class Outcome:
   def describe(self) -> str:
     """A short human reading; never 'inf'."""
     if self.status == 'reached':
-      return f'{self.round:g} rounds'
+      return f'{self.round:.1f} rounds'
     if self.status == 'censored':
       return (f'censored at round {self.last_round:g} (loss {self.last_loss:.3g}'
               f' > target {self.target:.3g}), projected {self.round:.0f}')
@@ -80,10 +82,32 @@ class Outcome:
 
 
 def rounds_to_eps(rounds, losses, target: float):
-  """min {t_j : L_j <= target}, the first round at or below the target
-  (target = eps F_0), or None; a loss of None or NaN never qualifies."""
-  return next((t for t, loss in zip(rounds, losses)
-               if loss is not None and loss <= target), None)
+  """T: the round at which the curve crosses the target (= eps F_0), or None.
+
+  With j the first index whose loss is <= target, T is the log-linear
+  interpolation between the round before and t_j:
+
+      T = t_{j-1} + (t_j - t_{j-1}) (log L_{j-1} - log target)
+                                     / (log L_{j-1} - log L_j),
+
+  so T is a real number in (t_{j-1}, t_j] rather than the integer t_j (an
+  integer crossing moves by up to a whole round, which at T ~ 20 is a 5%
+  error in every ratio of rounds). T = t_0 when the first loss already
+  qualifies. A loss of None, NaN or <= 0 never qualifies and is skipped as
+  the point before a crossing (a zero loss at t_j gives T = t_j).
+  """
+  before = None
+  for t, loss in zip(rounds, losses):
+    if loss is None or not loss == loss:  # None or NaN
+      continue
+    if loss <= target:
+      if before is None or loss <= 0:
+        return float(t)
+      t0, l0 = before
+      return float(t0 + (t - t0) * (math.log(l0) - math.log(target)) /
+                   (math.log(l0) - math.log(loss)))
+    before = (t, loss)
+  return None
 
 
 def tail_slope(rounds, losses):

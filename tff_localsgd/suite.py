@@ -1,16 +1,17 @@
-"""The reproduction suite as data: experiments E1..E7 for each preset.
+"""The reproduction suite as data: studies E1..E8 for each preset.
 
-An experiment is a sweep: flags shared by its trials (`base`), a grid of
-swept flags, explicit trials where values are paired rather than crossed
-(fixed total computation), and a number of seeds. Presets scale one design:
+A study is a sweep: flags shared by its trials (`base`), a grid of swept
+flags, explicit groups where values are paired rather than crossed, and a
+number of seeds. Presets scale one design:
 
   smoke  a few minutes on 2 CPU cores (tests, CI); too few seeds to decide
          slope claims, which say so (INCONCLUSIVE)
-  quick  the default main job, about 15-20 minutes on 2 CPU cores, sized so
-         that every claim can reach PASS or FAIL
-  paper  the same design at the paper's sizes, for a GPU machine
+  quick  the default main job on 2 CPU cores, sized so that every claim
+         can reach PASS or FAIL (its time: suite.json of the committed
+         report, and `benchmarks.reproduce --plan`)
+  paper  the same design at larger sizes, for a GPU machine
 
-The design, from the theory (tff_localsgd/theory.py, /work/shared/THEORY.md):
+The design, from the theory (tff_localsgd/theory.py, docs/theory.md):
 - Local GD (full-batch local steps) wherever a rate or a round count is
   compared with the prediction: the linearized map M predicts Local GD
   exactly, Local SGD only in expectation. Local SGD has its own claim (C8).
@@ -20,30 +21,20 @@ The design, from the theory (tff_localsgd/theory.py, /work/shared/THEORY.md):
   on every client's block. Computed at initialization for the quick data
   (n = 64, 4 clients, d = 16, seeds 0-1, m = 256..4096; a design calculation
   from H, not a training result): eta lambda_max(H_ii)/n_i = 0.83-1.31 at
-  client_lr 8 (0.42-0.62 at the former 4), the Dirichlet and shard clients
-  (n_i >= 6) included; the predicted rounds to eps = 1e-2 are 12-29 at
   client_lr 8. Deeper nets add one such Gram term per trained m x m layer,
   so E6 scales client_lr by 1/L to keep eta lambda_max/n_i in place.
-- E1's rounds are twice the slowest predicted round to eps, so a run that
-  follows the theory reaches eps; one that does not is a plateau (FAIL)
-  or a projection past the budget (censored), never a silent cut. E2 gives
-  K local steps budget/K rounds (at least half of E1's), E3-E6 twice E1's.
-- Quick's estimated time (benchmarks.reproduce --plan, measured on the
-  shared, loaded 2-core machine): about 20 minutes at --parallel=2, half of
-  it E1's m = 2048 trials.
-- The non-lazy control of C3/C4 (E1 group 'catapult') is the same sweep with
-  client_lr = 20 (and half the rounds: its statistic is the weight change,
-  not a round count): eta lambda_max(H_ii)/n_i = 2.1-3.1, above the edge of
-  stability 2 and below about 4 (and well below the ~12 seen for ReLU nets),
-  the catapult phase of Lewkowycz et al. (2020): the loss first grows, the
-  kernel's top eigenvalue falls by O(1) even at infinite width until the
-  step is stable again, and the run then converges. The kernel moving by
-  O(1) means the weights leave the lazy regime without diverging: a step
-  not scaled by 1/m would instead diverge at large m, and a smaller step
-  only slows the same lazy dynamics. The linearized map diverges there
-  (rho(M) > 1), so C1/C12 do not use this group.
-- Slopes against width (C3, C4, C5, C12) and n (C2) have >= 4 seeds: their
-  intervals are per-seed t-intervals (fits.seed_slope_fit).
+- Budgets come from the prediction (budget_factor, tff_localsgd/budgets.py):
+  every trial whose prediction reaches eps gets ceil(2 T_pred) rounds from
+  its own H_0, so a run that follows the theory reaches eps; one that does
+  not is a plateau (FAIL) or censored (INCONCLUSIVE), never a silent cut.
+- The non-lazy control of C3/C4/C5/C13 (E1 group 'catapult') is the same
+  sweep with client_lr = 20 (fixed rounds: its prediction diverges):
+  eta lambda_max(H_ii)/n_i = 2.1-3.1, above the edge of stability 2 and
+  below about 4, the catapult phase of Lewkowycz et al. (2020): the loss
+  first grows, the kernel moves by O(1) even at infinite width until the
+  step is stable again, and the run then converges.
+- Slopes against width or n have >= MIN_SLOPE_SEEDS seeds: their intervals
+  are per-seed t-intervals (fits.seed_slope_fit).
 """
 
 import dataclasses
@@ -55,33 +46,53 @@ PRESETS = ('smoke', 'quick', 'paper')
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentSpec:
-  """One experiment of the suite: a sweep and what it is for."""
+  """One study of the suite: a sweep and what it is for."""
   name: str  # E1_width, ...
   title: str
   base: dict  # flag -> value, shared by every trial
   grid: dict = dataclasses.field(default_factory=dict)  # flag -> values
-  # Explicit trials where values are paired, not crossed: dicts of flag ->
-  # value (and an optional 'label'), each crossed with the grid and seeds.
+  # Explicit groups where values are paired, not crossed: dicts of flag ->
+  # value (an optional 'label', and an optional 'grid' that replaces the
+  # study's grid for that group), each crossed with the grid and seeds.
   paired: tuple = ()
   seeds: int = 1
+  # rounds = ceil(budget_factor T_pred) per trial (budgets.py); 0: fixed.
+  budget_factor: float = 0.0
+
+  def _entries(self):
+    for entry in self.paired or ({},):
+      entry = dict(entry)
+      entry.pop('grid', None)
+      label = entry.pop('label', None) or '_'.join(
+          f'{k}-{v}' for k, v in entry.items()) or 'all'
+      yield label, entry
 
   def groups(self) -> list:
     """[(label, flags)]: one sub-sweep per paired entry (or one in all)."""
-    if not self.paired:
-      return [('all', dict(self.base))]
-    out = []
-    for entry in self.paired:
-      entry = dict(entry)
-      label = entry.pop('label', None) or '_'.join(
-          f'{k}-{v}' for k, v in entry.items())
-      out.append((label, {**self.base, **entry}))
-    return out
+    return [(label, {**self.base, **entry})
+            for label, entry in self._entries()]
+
+  def grid_for(self, label: str) -> dict:
+    """The grid a group crosses with its seeds: its own, else the study's."""
+    for entry, (name, _) in zip(self.paired or ({},), self._entries()):
+      if name == label:
+        return entry.get('grid', self.grid)
+    raise KeyError(label)
 
 
-# client_lr of the theory experiments, and of E1's non-lazy control (above).
+# client_lr of the theory studies, and of E1's non-lazy control (above).
 CLIENT_LR = 8.0
 CATAPULT_CLIENT_LR = 20.0
+# E8's step: digits' unit-norm 64-pixel inputs give a larger per-client
+# Gram block than the synthetic data, so client_lr 8 left the local steps
+# unstable (eta lambda_max(H_ii)/n_i up to 2.8, rho(M) > 1 at every width);
+# at 3, eta lambda_max(H_ii)/n_i = 0.57-1.21 over the quick trials at
+# initialization (n = 64, m = 64..1024, seeds 0-3; a design calculation from
+# H_0, not a training result), and T_pred = 88-810 rounds.
+DIGITS_CLIENT_LR = 3.0
 MIN_SLOPE_SEEDS = 4
+# Budgets: ceil(BUDGET_FACTOR T_pred) rounds (budgets.py).
+BUDGET_FACTOR = 2.0
 # The suite's rounds are small (4 clients of 16 examples), where the native
 # runtime's per-call cost dominates: measured at m = 256 / 1024 / 2048, a
 # round took 0.42x / 0.86x / 0.65x and an evaluation 0.45x / 0.30x / 0.18x
@@ -92,20 +103,33 @@ ENGINE = 'inprocess'
 
 
 def _sizes(preset):
-  """Per-preset sizes; everything else in the design is shared."""
+  """Per-preset sizes; everything else in the design is shared.
+
+  widths: E1's; grid_ns x grid_widths: E3's width-threshold grid, and
+  wide_n: the extra n of C2 at width `wide` (C2 spans n from grid_ns[1]
+  to wide_n at m = wide); rounds: the fixed rounds of a trial whose
+  prediction sets none (the catapult control, E7).
+  """
   return {
-      'smoke': dict(widths=(32, 64, 128), n=16, ns=(8, 16, 32), clients=2,
-                    rounds=6, seeds=2, depths=(1, 2), wide=128, ks=(1, 2, 4),
-                    eps=1e-1, diag_every=3, pair_seeds=1),
-      'quick': dict(widths=(256, 512, 1024, 2048), n=64, ns=(32, 64, 128),
-                    clients=4, rounds=60, seeds=4, depths=(1, 2, 4),
-                    wide=1024, ks=(1, 2, 5, 10, 20), eps=1e-2, diag_every=10,
-                    pair_seeds=2),
-      'paper': dict(widths=(512, 1024, 2048, 4096, 8192), n=256,
-                    ns=(64, 128, 256, 512), clients=16, rounds=200,
-                    seeds=5, depths=(1, 2, 4, 8), wide=4096,
-                    ks=(1, 2, 5, 10, 20, 50), eps=1e-4, diag_every=10,
-                    pair_seeds=3),
+      'smoke': dict(widths=(32, 64, 128), n=16, grid_ns=(8, 16),
+                    grid_widths=(32, 128), wide_n=32, clients=2, rounds=6,
+                    seeds=2, depths=(1, 2), wide=128, ks=(1, 4),
+                    lrs=(8.0, 4.0), eps=1e-1, diag_every=3, pair_seeds=1,
+                    digits_n=32, digits_widths=(32, 128), alpha=0.1),
+      'quick': dict(widths=(256, 512, 1024, 2048), n=64,
+                    grid_ns=(16, 32, 64, 128),
+                    grid_widths=(64, 128, 256, 512, 1024, 2048), wide_n=256,
+                    clients=4, rounds=30, seeds=4, depths=(1, 2, 4),
+                    wide=1024, ks=(1, 2, 5, 10, 20), lrs=(8.0, 4.0),
+                    eps=1e-2, diag_every=10, pair_seeds=4,
+                    digits_n=64, digits_widths=(64, 256, 1024), alpha=0.1),
+      'paper': dict(widths=(512, 1024, 2048, 4096), n=256,
+                    grid_ns=(64, 128, 256, 512),
+                    grid_widths=(256, 1024, 4096, 16384), wide_n=1024,
+                    clients=16, rounds=200, seeds=5, depths=(1, 2, 4, 8),
+                    wide=4096, ks=(1, 2, 5, 10, 20, 50), lrs=(8.0, 4.0),
+                    eps=1e-4, diag_every=10, pair_seeds=5,
+                    digits_n=256, digits_widths=(256, 4096), alpha=0.2),
   }[preset]
 
 
@@ -115,7 +139,7 @@ def epsilon(preset: str) -> float:
 
 
 def _theory_base(s):
-  """Flags shared by the synthetic experiments: the theory's setting."""
+  """Flags shared by the synthetic studies: the theory's setting."""
   return dict(dataset='synthetic', num_examples=s['n'], input_dim=16,
               num_clients=s['clients'], model='mlp', depth=1,
               train_layers='hidden', lr_scale='width', client_lr=CLIENT_LR,
@@ -124,71 +148,87 @@ def _theory_base(s):
               eps=s['eps'], engine=ENGINE)
 
 
-def _width_and_scaling(s, theory, wide) -> tuple:
-  """E1..E3: width, local steps and sample size."""
-  budget = s['rounds'] * 5  # local steps per client, for fixed computation
-  return (
-    ExperimentSpec(
-        'E1_width', 'Width: the prediction, lazy training and drift '
-        'against m; the same sweep at a catapult step as the non-lazy '
-        'control',
-        dict(theory, diag_every=s['diag_every'], diag_per_step=True),
-        grid=dict(width=list(s['widths'])),
-        paired=(dict(label='lazy'),
-                dict(client_lr=CATAPULT_CLIENT_LR, rounds=s['rounds'] // 2,
-                     label='catapult')),
-        seeds=s['seeds']),
-    ExperimentSpec(
-        'E2_local_steps', 'Local steps K at fixed total local computation '
-        'K*T',
-        wide, paired=tuple(dict(local_steps=k,
-                                rounds=max(budget // k, s['rounds'] // 2),
-                                label=f'K{k}') for k in s['ks']),
-        seeds=s['pair_seeds']),
-    ExperimentSpec(
-        'E3_sample_size', 'Sample size n: rounds to epsilon against n',
-        dict(wide, rounds=s['rounds'] * 2),
-        grid=dict(num_examples=list(s['ns'])), seeds=s['seeds']),
-  )
+def _width(s, theory) -> ExperimentSpec:
+  """E1: the prediction, lazy training and drift against width."""
+  return ExperimentSpec(
+      'E1_width', 'Width: the prediction, lazy training and drift against '
+      'm; the same sweep at a catapult step as the non-lazy control',
+      dict(theory, diag_every=s['diag_every'], diag_per_step=True,
+           ntk_every=s['diag_every']),
+      grid=dict(width=list(s['widths'])),
+      paired=(dict(label='lazy'),
+              dict(client_lr=CATAPULT_CLIENT_LR, label='catapult')),
+      seeds=s['seeds'], budget_factor=BUDGET_FACTOR)
+
+
+def _local_steps(s, wide) -> ExperimentSpec:
+  """E2: K local steps at two step sizes (C6)."""
+  return ExperimentSpec(
+      'E2_local_steps', 'Local steps K at two client steps: the efficiency '
+      'K T(K) / T(1) and where it breaks down',
+      wide, paired=tuple(dict(local_steps=k, client_lr=lr,
+                              label=f'K{k}_lr{lr:g}')
+                         for lr in s['lrs'] for k in s['ks']),
+      seeds=max(3, s['pair_seeds']) if s['pair_seeds'] > 1 else 1,
+      budget_factor=BUDGET_FACTOR)
+
+
+def _grid(s, theory) -> ExperimentSpec:
+  """E3: n x m, the width threshold m*(n) (C14), C2 across n, C12."""
+  return ExperimentSpec(
+      'E3_grid', 'Examples n and width m: where the prediction starts to '
+      'hold, m*(n), and the rounds to eps across n',
+      theory, grid=dict(num_examples=list(s['grid_ns']),
+                        width=list(s['grid_widths'])),
+      paired=(dict(label='grid'),
+              dict(label=f'n{s["wide_n"]}',
+                   grid=dict(num_examples=[s['wide_n']],
+                             width=[s['wide']]))),
+      seeds=s['seeds'], budget_factor=BUDGET_FACTOR)
+
+
+def _heterogeneity(s, wide) -> ExperimentSpec:
+  """E4: partitions at large width, and the half-step arm (C7, C16)."""
+  partitions = (
+      dict(partition='iid', label='iid'),
+      dict(partition='dirichlet', dirichlet_alpha=s['alpha'],
+           label=f'dirichlet_{s["alpha"]:g}'),
+      dict(partition='shards', shards_per_client=2, label='shards_2'),
+      dict(partition='shards', shards_per_client=1, label='shards_1'))
+  half = tuple(dict(p, client_lr=CLIENT_LR / 2, label=p['label'] + '_half')
+               for p in partitions if p['label'] in ('iid', 'shards_1'))
+  return ExperimentSpec(
+      'E4_heterogeneity', 'Heterogeneity: iid, Dirichlet label skew and '
+      'shards at large width; iid and one shard per client at half the step',
+      wide, paired=partitions + half, seeds=s['pair_seeds'],
+      budget_factor=BUDGET_FACTOR)
 
 
 def _comparisons(s, wide) -> tuple:
-  """E4..E6: partitions, algorithms and depth at large width."""
+  """E5, E6: algorithms and depth at large width."""
   return (
-    ExperimentSpec(
-        'E4_heterogeneity', 'Heterogeneity: iid, Dirichlet label skew and '
-        'shards at large width',
-        dict(wide, rounds=s['rounds'] * 2),
-        paired=(dict(partition='iid', label='iid'),
-                dict(partition='dirichlet', dirichlet_alpha=0.1,
-                     label='dirichlet_0.1'),
-                dict(partition='dirichlet', dirichlet_alpha=1.0,
-                     label='dirichlet_1'),
-                dict(partition='shards', shards_per_client=2,
-                     label='shards')),
-        seeds=s['pair_seeds']),
     ExperimentSpec(
         'E5_algorithms', 'Local SGD, Local GD, minibatch SGD and '
         'centralized GD',
-        dict(wide, rounds=s['rounds'] * 2),
+        wide,
         paired=(dict(algorithm='local_sgd', label='local_sgd'),
                 dict(algorithm='local_gd', label='local_gd'),
                 dict(algorithm='minibatch_sgd', local_steps=1,
-                     rounds=s['rounds'] * 4, label='minibatch_sgd'),
+                     label='minibatch_sgd'),
                 dict(algorithm='local_gd', num_clients=1, local_steps=1,
-                     rounds=s['rounds'] * 4, label='centralized_gd')),
-        seeds=s['pair_seeds']),
+                     label='centralized_gd')),
+        seeds=min(2, s['pair_seeds']), budget_factor=BUDGET_FACTOR),
     ExperimentSpec(
         'E6_depth', 'Depth L at large width (client_lr scaled by 1/L)',
-        dict(wide, rounds=s['rounds'] * 2),
+        wide,
         paired=tuple(dict(depth=d, client_lr=CLIENT_LR / d, label=f'L{d}')
                      for d in s['depths']),
-        seeds=1),
+        seeds=min(2, s['pair_seeds']), budget_factor=BUDGET_FACTOR),
   )
 
 
-def _real_data(preset, s) -> tuple:
-  """E7: digits (and MNIST, CIFAR-10 in the paper preset)."""
+def _real_data(preset, s, theory) -> tuple:
+  """E7: digits outside the theory (cross-entropy); E8: digits inside it."""
   return (
     ExperimentSpec(
         'E7_real_data', 'Real data: digits (offline); MNIST and CIFAR-10 '
@@ -199,35 +239,48 @@ def _real_data(preset, s) -> tuple:
              loss='xent', lr_scale='none', client_lr=0.5,
              num_clients=max(4, s['clients']), partition='dirichlet',
              dirichlet_alpha=1.0, algorithm='local_sgd', local_steps=5,
-             batch_size=8, rounds=s['rounds'], diag_every=0,
+             batch_size=8, rounds=s['rounds'] * 2, diag_every=0,
              eps=s['eps'], engine=ENGINE),
         grid=dict(dataset=['digits', 'mnist', 'cifar10']
                   if preset == 'paper' else ['digits']),
         seeds=1),
+    ExperimentSpec(
+        'E8_digits_theory', 'Real data in the theory\'s setting: digits as '
+        '+-1 targets (digit >= 5), unit-norm inputs, squared loss, hidden '
+        'layer only, Local GD over Dirichlet clients, against width',
+        dict(theory, dataset='digits_binary', num_examples=s['digits_n'],
+             input_dim=64, num_clients=max(4, s['clients']),
+             client_lr=DIGITS_CLIENT_LR, partition='dirichlet',
+             dirichlet_alpha=1.0, probe_size=min(32, s['digits_n'])),
+        grid=dict(width=list(s['digits_widths'])),
+        seeds=s['seeds'], budget_factor=BUDGET_FACTOR),
   )
 
 
 def suite(preset: str) -> tuple:
-  """The experiments of a preset, in report order."""
+  """The studies of a preset, in report order."""
   if preset not in PRESETS:
     raise ValueError(f'unknown preset {preset!r}; one of {PRESETS}')
   s = _sizes(preset)
   theory = _theory_base(s)
   wide = dict(theory, width=s['wide'])
-  return (_width_and_scaling(s, theory, wide) + _comparisons(s, wide) +
-          _real_data(preset, s))
+  return ((_width(s, theory), _local_steps(s, wide), _grid(s, theory),
+           _heterogeneity(s, wide)) + _comparisons(s, wide) +
+          _real_data(preset, s, theory))
 
 
 def plan(preset: str, only=()) -> list:
-  """[(experiment spec, group label, trials)] of the preset's experiments
-  (those named in `only`, if any), one sweep per group. Raises ConfigError
-  for a bad value, before anything runs."""
+  """[(study spec, group label, trials)] of the preset's studies (those
+  named in `only`, if any), one sweep per group. Raises ConfigError for a
+  bad value, before anything runs. Each trial's rounds are the study's
+  fixed ones; budgets.assign replaces them with ceil(factor T_pred)."""
   out = []
   for spec in suite(preset):
     if only and spec.name not in only:
       continue
     for label, base in spec.groups():
-      grid = {k: [str(v) for v in values] for k, values in spec.grid.items()}
+      grid = {k: [str(v) for v in values]
+              for k, values in spec.grid_for(label).items()}
       trials = sweep.expand_grid(grid, list(range(spec.seeds)),
                                  {k: str(v) for k, v in base.items()})
       out.append((spec, label, trials))

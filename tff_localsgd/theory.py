@@ -64,6 +64,10 @@ from tff_localsgd import outcomes
 # eigenvalues of the non-symmetric n x n M take ~6 s and grow as n^3 (~45 s
 # at n = 4096); the process peaked at 1.9 GB, H and M being 32 MB each.
 MAX_GRAM_POINTS = 2048
+# The longest predicted curve: past it, T_pred is extrapolated at rho(M)^2.
+# At n = 512 a round of the curve is one 512 x 512 matrix-vector product, so
+# the cap costs < 1 s; the suites' T_pred are < 10^3.
+PREDICTION_CAP = 20000
 
 
 def _float64(arrays):
@@ -132,16 +136,38 @@ def predicted_curve(maps, r0, rounds) -> np.ndarray:
   return np.asarray(losses) / (2 * len(r))
 
 
+def curve_to_crossing(m, r0, rounds, target, rate, cap=PREDICTION_CAP):
+  """The fixed-map curve L_t = (1/2n) ||M^t r_0||^2 for t = 0..T_end.
+
+  With rho(M)^2 = rate < 1, T_end is the first t >= rounds at which the
+  curve is at or below `target`, at most `cap`: the crossing lies inside the
+  curve whatever the run's budget, so T_pred does not depend on the budget
+  (and a budget drawn from T_pred cannot move it). With rate >= 1 the curve
+  never settles and stops at t = rounds.
+  """
+  end = rounds if rate >= 1 else cap
+  r = np.asarray(r0, np.float64)
+  losses = [r @ r]
+  for t in range(1, end + 1):
+    r = m @ r
+    losses.append(r @ r)
+    if t >= rounds and losses[-1] <= 2 * len(r) * target:
+      break
+  return np.asarray(losses) / (2 * len(r))
+
+
 def spectral_radius(m) -> float:
   """rho(M) = max |eigenvalue| (M need not be symmetric)."""
   return float(np.max(np.abs(np.linalg.eigvals(m))))
 
 
 def predicted_rounds_to_eps(curve, target, rate):
-  """The first round t with curve[t] <= target, or None if never predicted.
+  """T_pred: the curve's interpolated crossing of target (outcomes.
+  rounds_to_eps), or None if never predicted.
 
   Beyond the curve's last round T the loss is extrapolated as
-  L_T rate^(t - T); with rate >= 1 (or no curve) the target is never reached.
+  L_T rate^(t - T), crossing at T + log(target / L_T) / log(rate); with
+  rate >= 1 (or no curve) the target is never reached.
   """
   if curve is None:
     return None
@@ -152,8 +178,8 @@ def predicted_rounds_to_eps(curve, target, rate):
     return None
   last = len(curve) - 1
   if rate == 0:
-    return last + 1
-  return last + math.ceil(math.log(target / curve[-1]) / math.log(rate))
+    return float(last + 1)
+  return last + math.log(target / curve[-1]) / math.log(rate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,9 +192,15 @@ class Prediction:
   rate_first_order: (1 - eta_s K eta lambda_min / n)^2, its small-eta form
     with full participation.
   zero_predictor_loss: F_0 = (1/2n) sum_j ||y_j||^2, the loss of f = 0.
-  rounds_to_eps: first round with L_t <= eps F_0 (predicted_rounds_to_eps).
-  curve: L_t for t = 0..T.
+  rounds_to_eps: T_pred, the interpolated crossing of eps F_0 by the curve
+    (predicted_rounds_to_eps).
+  curve: L_t for t = 0..T_end: with every client in every round, T_end is
+    at least the run's rounds and reaches past T_pred (curve_to_crossing),
+    up to PREDICTION_CAP; with sampled cohorts it stops at the run's rounds.
   zeta2: the clients' gradient dissimilarity at w^0 (dissimilarity()).
+  smooth_bound: max_i eta lambda_max(H_ii) / n_i over the clients' diagonal
+    blocks H_ii = H[D_i, D_i] (smoothness_bound()), the linearized net's
+    bound on the drift diagnostic smooth_eff.
   gram_points, gram_set: H was computed on gram_points examples, all training
     examples ('train') or a subset ('probe'; then the rates, curve and
     rounds_to_eps are None, and by Cauchy interlacing lambda_min is an upper
@@ -181,18 +213,22 @@ class Prediction:
   rate_first_order: float | None
   zero_predictor_loss: float
   eps: float
-  rounds_to_eps: int | None
+  rounds_to_eps: float | None
   curve: list | None
   gram_points: int
   gram_set: str
   zeta2: float | None
+  smooth_bound: float | None = None
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
 
 
 def _num_outputs(config) -> int:
-  """c: output_dim for synthetic targets; the image data sets have 10."""
+  """c: output_dim for synthetic targets, 1 for digits_binary's +-1 targets;
+  the other image data sets have 10."""
+  if config.dataset == 'digits_binary':
+    return 1
   return config.output_dim if config.dataset == 'synthetic' else 10
 
 
@@ -220,6 +256,20 @@ def dissimilarity(h, r, client_indices) -> float:
     v[indices] += r[indices] / len(indices)
     total += len(indices) / n * float(v @ h @ v)
   return total
+
+
+def smoothness_bound(h, client_indices, lr) -> float:
+  """max_i eta lambda_max(H_ii) / n_i, H_ii = H[D_i, D_i].
+
+  In the linearized net grad F_i(w) - grad F_i(w') = (1/n_i) J_{D_i}^T
+  J_{D_i} (w - w'), whose operator norm is lambda_max(J_{D_i}^T J_{D_i}) / n_i
+  = lambda_max(H_ii) / n_i (J^T J and J J^T share their nonzero
+  eigenvalues), so eta ||grad F_i(w) - grad F_i(w')|| <= this times
+  ||w - w'|| on client i, the per-client form of the key lemma. The bound
+  eta lambda_max(H) / min_i n_i is also true but looser (THEORY.md).
+  """
+  return max(lr * float(np.linalg.eigvalsh(h[np.ix_(d, d)])[-1]) / len(d)
+             for d in client_indices)
 
 
 def _client_indices(client_x):
@@ -276,12 +326,17 @@ def predict(spec, weights, client_x, client_y, *, lr, local_steps, server_lr,
   steps = dict(lr=lr, local_steps=local_steps, server_lr=server_lr)
   maps, rate = _maps_and_rate(h, client_x, cohorts, steps)
   r0 = residual(spec, weights, x, y)
-  curve = predicted_curve(maps, r0, rounds)
+  target = eps * common['zero_predictor_loss']
+  if cohorts is None:
+    curve = curve_to_crossing(maps, r0, rounds, target, rate)
+  else:
+    curve = predicted_curve(maps, r0, rounds)
+  indices = _client_indices(client_x)
   return Prediction(
       lambda_min=float(eig[0]), lambda_max=float(eig[-1]),
       rate_per_round=rate,
       rate_first_order=float(1 - server_lr * local_steps * lr * eig[0] / n)**2,
-      rounds_to_eps=predicted_rounds_to_eps(
-          curve, eps * common['zero_predictor_loss'], rate),
+      rounds_to_eps=predicted_rounds_to_eps(curve, target, rate),
       curve=[float(v) for v in curve], gram_points=n, gram_set='train',
-      zeta2=dissimilarity(h, r0, _client_indices(client_x)), **common)
+      zeta2=dissimilarity(h, r0, indices),
+      smooth_bound=smoothness_bound(h, indices, lr), **common)

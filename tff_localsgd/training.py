@@ -72,16 +72,19 @@ class Setup:
   spec: models.ModelSpec
 
   @classmethod
-  def prepare(cls, config) -> 'Setup':
+  def prepare(cls, config, check_memory: bool = True) -> 'Setup':
     """Validates config, loads data, checks it against config, builds the model.
 
-    Raises ConfigError or DataUnavailableError; writes nothing.
+    check_memory=False skips the lockstep memory check (a plan made on
+    another machine than the one that will train). Raises ConfigError or
+    DataUnavailableError; writes nothing.
     """
     config.validate()
     data = data_lib.load_federated_data(config)
     config.validate_against_data(data.client_sizes)
     spec = models.build_model(config, data.input_shape, data.output_dim)
-    diagnostic_process.check_lockstep_memory(config, spec)
+    if check_memory:
+      diagnostic_process.check_lockstep_memory(config, spec)
     return cls(config, data, spec)
 
   @property

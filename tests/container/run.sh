@@ -1,7 +1,7 @@
 #!/bin/bash
 # The container check: builds the image with podman from a locally made
-# Debian 12 base and runs the README's docker commands, failing on any
-# mismatch. Runs as root on Debian 12 (`make test-container`; CI runs it after
+# Debian 12 base and runs the docker commands of docs/docker.md, failing on
+# any mismatch. Runs as root on Debian 12 (`make test-container`; CI runs it after
 # `make test`). Nothing is pulled from a registry: the base is debootstrapped.
 #
 #   tests/container/run.sh            setup (idempotent), hadolint, build, run
@@ -76,11 +76,14 @@ fi
 say "hadolint Dockerfile"
 "$CACHE/tools/bin/hadolint" "$REPO/Dockerfile" || fail "hadolint"
 
-# --- the README's commands ------------------------------------------------------
-# Each command below appears verbatim in README.md ("Reproduce with Docker");
-# they run through `docker`, a function that calls podman and, for a build,
-# swaps in the local base and passes the host's CA bundle in (used by pip,
-# never copied into the image).
+# --- the documented commands -------------------------------------------------
+# Each command comes from tests/container/commands.sh and appears verbatim, as
+# a line of its own, in docs/docker.md; they run through `docker`, a function
+# that calls podman and, for a build, swaps in the local base and passes the
+# host's CA bundle in (used by pip, never copied into the image).
+# shellcheck source=tests/container/commands.sh
+source "$REPO/tests/container/commands.sh"
+check_doc "$REPO/$DOCKER_DOC" || fail "$DOCKER_DOC lacks the commands above"
 docker() {
   local sub="$1"; shift
   case "$sub" in
@@ -89,22 +92,13 @@ docker() {
     *) podman "$sub" "$@" ;;
   esac
 }
-README_CMDS=()
-run_readme() {  # run_readme 'COMMAND': checks it is in the README, then runs it
-  grep -qF -- "$1" "$REPO/README.md" || fail "not in README.md verbatim: $1"
-  README_CMDS+=("$1")
+DOC_RUN=()
+run_doc() {  # run_doc 'COMMAND': checks it is in the doc, then runs it
+  in_doc "$REPO/$DOCKER_DOC" "$1" || fail "not in $DOCKER_DOC verbatim: $1"
+  DOC_RUN+=("$1")
   say "\$ $1"
   eval "$1"
 }
-
-BUILD='docker build -t tff-localsgd --build-arg GIT_COMMIT="$(git describe --always --dirty --abbrev=40)" .'
-MKDIR='mkdir -p out'
-SMOKE='docker run --rm -v "$PWD/out:/out" --user "$(id -u):$(id -g)" tff-localsgd reproduce --preset=smoke'
-FLAGFILE="printf -- '--experiment=small\\n--width=64\\n--rounds=3\\n' > small.cfg"
-TRAIN='docker run --rm -v "$PWD/out:/out" -v "$PWD/small.cfg:/small.cfg:ro" --user "$(id -u):$(id -g)" tff-localsgd train --flagfile=/small.cfg'
-SWEEP='docker run --rm -v "$PWD/out:/out" --user "$(id -u):$(id -g)" tff-localsgd sweep --grid=width=64,256 --rounds=3 --parallel=2 --sweep=widths'
-TENSORBOARD='docker run -d --name tff-tensorboard -p 6006:6006 -v "$PWD/out:/out:ro" tff-localsgd tensorboard'
-TEST='docker run --rm tff-localsgd test tests/test_local_update.py'
 
 owned_by_caller() {  # every file under $1 belongs to the caller
   local bad
@@ -124,7 +118,7 @@ fi
 podman rm -f tff-tensorboard >/dev/null 2>&1 || true
 
 cd "$REPO"
-run_readme "$BUILD"
+run_doc "$BUILD"
 podman image inspect tff-localsgd --format '{{json .Config.Labels}}' \
   | grep -q '"org.opencontainers.image.revision":"[0-9a-f]\{40\}' \
   || fail "image label org.opencontainers.image.revision is not a commit"
@@ -138,15 +132,15 @@ trap cleanup EXIT
 cd "$WORK"
 
 # 1. pytest inside the image.
-run_readme "$TEST"
+run_doc "$TEST"
 
 # 2. train from a host flagfile, and a sweep: results in the host folder
 #    mounted at /out, owned by the caller.
-run_readme "$MKDIR"
-run_readme "$FLAGFILE"
-run_readme "$TRAIN"
+run_doc "$MKDIR"
+run_doc "$FLAGFILE"
+run_doc "$TRAIN"
 completed out/runs/small
-run_readme "$SWEEP"
+run_doc "$SWEEP"
 n="$(find out/runs/widths -name summary.json | wc -l)"
 [ "$n" = 2 ] || fail "the sweep wrote $n summaries, not 2"
 for s in $(find out/runs/widths -name summary.json); do completed "$(dirname "$s")"; done
@@ -163,7 +157,7 @@ completed other/out/runs/small
   || fail "uid 4242's results are not its own"
 
 # 4. The default command with the smoke preset: its report names the image.
-run_readme "$SMOKE"
+run_doc "$SMOKE"
 [ -f out/REPORT.md ] || fail "no REPORT.md in the host's out/"
 grep -q '^- container_image: `tff-localsgd`' out/REPORT.md \
   || fail "REPORT.md provenance does not name the image: $(grep -A14 '## Provenance' out/REPORT.md)"
@@ -174,7 +168,7 @@ sed -n '/^## Provenance/,/^## Trials/p' out/REPORT.md | grep '^- '
 owned_by_caller out
 
 # 5. TensorBoard answers HTTP on its port and lists the runs.
-run_readme "$TENSORBOARD"
+run_doc "$TENSORBOARD"
 ok=
 for _ in $(seq 90); do
   if curl -fsS -o /dev/null http://127.0.0.1:6006/data/runs; then ok=1; break; fi
@@ -185,4 +179,6 @@ curl -fsS http://127.0.0.1:6006/data/runs | grep -q 'runs/small' \
   || fail "TensorBoard does not list the train run: $(curl -sS http://127.0.0.1:6006/data/runs)"
 podman rm -f tff-tensorboard >/dev/null
 
-say "container check passed (${#README_CMDS[@]} README commands)"
+[ "${#DOC_RUN[@]}" = "${#DOC_CMDS[@]}" ] \
+  || fail "ran ${#DOC_RUN[@]} of the ${#DOC_CMDS[@]} documented commands"
+say "container check passed (${#DOC_RUN[@]} commands of $DOCKER_DOC)"

@@ -21,7 +21,10 @@ import numpy as np  # noqa: E402
 
 from tff_localsgd import config as config_lib  # noqa: E402
 from tff_localsgd import files  # noqa: E402
-from tff_localsgd.analysis import claims as claims_lib  # noqa: E402
+from tff_localsgd.analysis.claims import base as claims_base  # noqa: E402
+from tff_localsgd.analysis.claims import federated  # noqa: E402
+from tff_localsgd.analysis.claims import lazy  # noqa: E402
+from tff_localsgd import metrics  # noqa: E402
 from tff_localsgd.analysis import runs as runs_lib  # noqa: E402
 
 CAPTIONS = {
@@ -30,30 +33,37 @@ CAPTIONS = {
     'linearized prediction P_t of the same run; grey line: the target eps. '
     'End markers: > censored (still converging), x plateau, * diverged. '
     'Claims C1, C9.',
-    'E1_gap.png': 'C12: the largest |log L_t - log P_t| up to the predicted '
-    'round to eps, against width (log-log), one colour per seed; line: the '
-    'mean per-seed slope.',
-    'E1_lazy.png': 'C3/C4: final relative weight change and flip fraction '
-    'against width (log-log). Filled: the lazy group; hollow: the catapult '
+    'E3_gap.png': 'C12: the largest |log L_t - log P_t| up to the predicted '
+    'round to eps, against width (log-log), over E3\'s n x m grid, one '
+    'colour per n; line: the mean per-(n, seed) slope.',
+    'E1_lazy.png': 'C3/C4/C13: final relative weight change, flip fraction '
+    'and relative kernel change against width (log-log). Filled: the lazy group; hollow: the catapult '
     'control (client_lr 20). Lines: mean per-seed fits.',
     'E1_drift.png': 'C5: left, the largest effective smoothness smooth_eff '
-    '(mean over local steps k >= 1) over its linearized bound eta '
-    'lambda_max(H)/min n_i (must stay below 1); right, the same maximum '
-    'against width (log-log), with the mean per-seed fit.',
-    'E2_local_steps.png': 'C6: efficiency K T(K)/T(1) at fixed total local '
-    'computation, the median over the seeds that reached eps (points) and '
-    'the prediction (dashed); 1 means local steps replace rounds one for '
-    'one, above 2 (grey) they break down.',
-    'E3_sample_size.png': 'C2: rounds to eps against n (log-log), per seed; '
-    'hollow: a censored run at its projected round.',
-    'E4_heterogeneity.png': 'E4 (C7): training loss over F_0 by partition, '
-    'one line per seed; dashed: the prediction; grey: the target.',
+    '(mean over local steps k >= 1) over its per-client linearized bound '
+    'max_i eta lambda_max(H_ii)/n_i (the red line is 1, the dashed one the '
+    'criterion\'s 1.1); right, the same maximum against width (log-log), '
+    'with the mean per-seed fit.',
+    'E2_local_steps.png': 'C6: efficiency K T(K)/T(1), the median over '
+    'seeds (points, one colour per client step) and the prediction '
+    '(dashed); 1 means local steps replace rounds one for one, above 2 '
+    '(grey) they break down.',
+    'E3_sample_size.png': 'C2: rounds to eps against n (log-log) at E3\'s '
+    'wide width, per seed: filled, measured T; crosses, the prediction '
+    'T_pred of the same run; hollow: a censored run at its projected round.',
+    'E4_heterogeneity.png': 'E4 (C7, C16): training loss over F_0 by '
+    'partition and step, one line per seed; dashed: the prediction; grey: '
+    'the target.',
     'E5_algorithms.png': 'E5 (C8): training loss over F_0 against example '
     'gradients computed (equal computation), by algorithm; grey: the target.',
     'E6_depth.png': 'E6 (C10): training loss over F_0 by depth L at large '
     'width; dashed: the prediction; grey: the target.',
     'E7_real_data.png': 'E7 (C11, a demonstration outside the theory): '
     'cross-entropy training loss on digits, all layers trained.',
+    'E8_digits_theory.png': 'E8 (C15): digits in the theory\'s setting (+-1 '
+    'targets, unit-norm inputs, squared loss, hidden layer trained): '
+    'training loss over F_0 by width; dashed: the prediction; grey: the '
+    'target.',
 }
 MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X')
 END_MARKERS = {'censored': '>', 'plateau': 'x', 'diverged': '*'}
@@ -90,7 +100,7 @@ def _curve(ax, run, style, label, x_scale=1.0):
   y = np.asarray(losses, float) / zero
   ax.plot(x, y, color=colour, marker=marker, markevery=max(1, len(x) // 8),
           ms=4, lw=1.2, label=label)
-  curve = claims_lib.predicted_curve(run)
+  curve = claims_base.predicted_curve(run)
   if curve is not None:
     ax.plot(np.arange(len(curve)) * x_scale, curve / zero, '--',
             color=colour, lw=0.9)
@@ -105,7 +115,7 @@ def _loss_axes(ax, runs, xlabel):
   eps = {r.config.get('eps') for r in runs} - {None} if normalized else ()
   for e in eps:
     ax.axhline(e, color='grey', lw=1, ls='-', alpha=0.7, label=f'eps = {e:g}')
-  if any(claims_lib.predicted_curve(r) is not None for r in runs):
+  if any(claims_base.predicted_curve(r) is not None for r in runs):
     ax.plot([], [], 'k--', lw=0.9, label='predicted (linearized)')
   ax.set_yscale('log')
   ax.set_xlabel(xlabel)
@@ -155,20 +165,20 @@ def _log_ticks(ax, x):
 
 
 def lazy_figure(claims, out_dir):
-  lazy = [c for c in claims if c.id.startswith(('C3', 'C4')) and
+  rows = [c for c in claims if c.id.startswith(('C3', 'C4', 'C13')) and
           c.data.get('points')]
-  if not lazy:
+  if not rows:
     return None
-  fig, axes = plt.subplots(1, len(lazy), figsize=(3.6 * len(lazy), 3.4),
+  fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.4),
                            squeeze=False)
   styles = _styles(['lazy', 'catapult'])
-  for ax, c in zip(axes[0], lazy):
+  for ax, c in zip(axes[0], rows):
     _loglog(ax, c.data['points'], c.data.get('fit'), styles['lazy'], 'lazy')
     _loglog(ax, c.data.get('control_points', []), c.data.get('control_fit'),
             styles['catapult'], 'catapult control', hollow=True)
     ax.set_xlabel('width m')
-    ax.set_ylabel('flip fraction' if c.id == 'C4' else
-                  'relative weight change')
+    ax.set_ylabel({'C4': 'flip fraction', 'C13': 'relative kernel change'}
+                  .get(c.id, 'relative weight change'))
     ax.set_title(f'{c.id} ({c.verdict})', fontsize=9)
     ax.legend(fontsize=7)
   return _save(fig, out_dir, 'E1_lazy.png')
@@ -181,12 +191,13 @@ def drift_figure(runs, claim, out_dir):
   fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.4))
   styles = _styles(r.seed for r in e1)
   for r in e1:
-    bound = claims_lib.smoothness_bound(r)
-    _, values = r.step_means('smooth_eff')
+    bound = (r.theory or {}).get('smooth_bound')
+    _, values = r.step_means(metrics.column('drift_per_step/smooth_eff'))
     if bound and values:
       left.scatter(r.config['width'], max(values) / bound, s=22,
                    color=styles[r.seed][0], marker=styles[r.seed][1])
   left.axhline(1.0, color='red', lw=1)
+  left.axhline(1.0 + lazy.C5.OVER, color='red', lw=1, ls='--')
   _log_ticks(left, [r.config['width'] for r in e1])
   left.set_xlabel('width m')
   left.set_ylabel('max smooth_eff / linearized bound')
@@ -199,32 +210,51 @@ def drift_figure(runs, claim, out_dir):
 
 
 def gap_figure(claim, out_dir):
+  """C12's points: (width, max gap, n * 1000 + seed), coloured by n."""
   if not claim or not claim.data.get('points'):
     return None
   fig, ax = plt.subplots(figsize=(5, 3.6))
-  _loglog(ax, claim.data['points'], claim.data.get('fit'),
-          _styles(['gap'])['gap'], 'trials')
+  by_n = {}
+  for m, gap, key in claim.data['points']:
+    by_n.setdefault(key // 1000, []).append((m, gap, key))
+  styles = _styles(by_n)
+  for n, points in sorted(by_n.items()):
+    _loglog(ax, points, None, styles[n], f'n={n}')
+  fit = claim.data.get('fit')
+  if fit:
+    grid = np.geomspace(min(p[0] for p in claim.data['points']),
+                        max(p[0] for p in claim.data['points']), 50)
+    ax.plot(grid, fit['prefactor'] * grid ** fit['exponent'], 'k-', lw=1,
+            label=f'slope {fit["exponent"]:+.2f}')
   ax.set_xlabel('width m')
   ax.set_ylabel('max |log L_t - log P_t|, t <= T_pred')
   ax.set_title(f'C12 ({claim.verdict})', fontsize=9)
-  return _save(fig, out_dir, 'E1_gap.png')
+  ax.legend(fontsize=7)
+  return _save(fig, out_dir, 'E3_gap.png')
 
 
-def efficiency_figure(runs, claim, out_dir):
+def efficiency_figure(claim, out_dir):
+  """C6's efficiency per client step: measured (points) and predicted."""
   if not claim or not claim.data.get('efficiency'):
     return None
   fig, ax = plt.subplots(figsize=(5, 3.6))
-  rows = claim.data['efficiency']
-  ks = [k for k, _, _ in rows]
-  measured = [(k, e) for k, e, _ in rows if e is not None]
-  predicted = [(k, p) for k, _, p in rows if p is not None]
-  if measured:
-    ax.plot(*zip(*measured), 'o-', label='measured (median over seeds)')
-  if predicted:
-    ax.plot(*zip(*predicted), 'k--', lw=1, label='predicted')
-  for level in (1.0, claims_lib.BREAKDOWN_EFFICIENCY):
+  styles = _styles(claim.data['efficiency'])
+  ks = []
+  for lr, rows in claim.data['efficiency'].items():
+    colour, marker = styles[lr]
+    ks += [k for k, _, _ in rows]
+    measured = [(k, e) for k, e, _ in rows if e is not None]
+    predicted = [(k, p) for k, _, p in rows if p is not None]
+    if measured:
+      ax.plot(*zip(*measured), marker=marker, color=colour,
+              label=f'client_lr {lr:g}: measured (median over seeds)')
+    if predicted:
+      ax.plot(*zip(*predicted), '--', color=colour, lw=1,
+              label=f'client_lr {lr:g}: predicted')
+  for level in (1.0, federated.C6.BREAKDOWN):
     ax.axhline(level, color='grey', lw=0.8)
-  _log_ticks(ax, ks)
+  if ks:
+    _log_ticks(ax, ks)
   ax.set_xlabel('local steps K')
   ax.set_ylabel('K T(K) / T(1)')
   ax.legend(fontsize=7)
@@ -232,22 +262,30 @@ def efficiency_figure(runs, claim, out_dir):
 
 
 def sample_size_figure(runs, out_dir):
-  e3 = runs_lib.finished(runs, 'E3_sample_size')
-  if not e3:
+  """T (filled; hollow if censored) and T_pred (crosses) against n at E3's
+  wide width, the one its extra-n group runs at."""
+  e3 = runs_lib.finished(runs, 'E3_grid')
+  extra = [r for r in e3 if r.group != 'grid']
+  if not extra:
     return None
+  wide = [r for r in e3 if r.config['width'] == extra[0].config['width']]
   fig, ax = plt.subplots(figsize=(5, 3.6))
-  styles = _styles(r.seed for r in e3)
-  for r in e3:
-    outcome = r.outcome()
+  styles = _styles(r.seed for r in wide)
+  for r in wide:
+    outcome, t_pred = r.outcome(), claims_base.predicted_rounds(r)
+    colour, marker = styles[r.seed]
+    n = r.config['num_examples']
     if outcome and outcome.round:
-      colour, marker = styles[r.seed]
-      ax.scatter(r.config['num_examples'], outcome.round, marker=marker,
-                 edgecolors=colour, s=24, facecolors=(
-                     colour if outcome.status == 'reached' else 'none'))
-  _log_ticks(ax, [r.config['num_examples'] for r in e3])
+      ax.scatter(n, outcome.round, marker=marker, edgecolors=colour, s=24,
+                 facecolors=(colour if outcome.status == 'reached'
+                             else 'none'))
+    if t_pred:
+      ax.scatter(n, t_pred, marker='x', color=colour, s=18)
+  _log_ticks(ax, [r.config['num_examples'] for r in wide])
   ax.set_yscale('log')
   ax.set_xlabel('examples n')
   ax.set_ylabel('rounds to eps F_0')
+  ax.set_title(f'm = {extra[0].config["width"]}', fontsize=9)
   return _save(fig, out_dir, 'E3_sample_size.png')
 
 
@@ -267,13 +305,14 @@ def draw_all(runs, claims, out_dir) -> list:
       gap_figure(by_id.get('C12'), out_dir),
       lazy_figure(claims, out_dir),
       drift_figure(runs, by_id.get('C5'), out_dir),
-      efficiency_figure(runs, by_id.get('C6'), out_dir),
+      efficiency_figure(by_id.get('C6'), out_dir),
       sample_size_figure(runs, out_dir)]
   for name, key, scale in (
       ('E4_heterogeneity', lambda r: r.group, None),
       ('E5_algorithms', lambda r: r.group, _examples_per_round),
       ('E6_depth', lambda r: f'L={r.config["depth"]}', None),
-      ('E7_real_data', lambda r: r.config['dataset'], None)):
+      ('E7_real_data', lambda r: r.config['dataset'], None),
+      ('E8_digits_theory', lambda r: f'm={r.config["width"]}', None)):
     members = runs_lib.finished(runs, name)
     if members:
       written.append(loss_figure(members, key, name.replace('_', ' '),

@@ -24,6 +24,21 @@ cluster bootstrap it replaces undercovered there: on synthetic power laws
 true exponent 83% of the time at G = 5 and 90% at G = 10.
 tests/test_fits.py measures the t-interval's coverage at G = 4.
 
+A surface y = a + b1 x1 + b2 x2 (e.g. log error on log m and log n) is fit
+by `plane_fit`: OLS with the design X = [1, x1, x2] (N x 3, rank 3),
+    theta = (X^T X)^{-1} X^T y,   cov(theta) = s^2 (X^T X)^{-1},
+    s^2 = SS_res / (N - 3),
+the classical covariance (exact for independent normal residuals).
+
+A bootstrap whose statistic is known in some draws only to lie in a range
+[low_d, high_d] (a censored threshold: one end infinite) gets
+`percentile_interval`: the lower bound is the empirical q-quantile of the
+lows and the upper bound the (1-q)-quantile of the highs, q =
+(1 - confidence)/2, each the ceil(qB)-th order statistic of the B draws (no
+interpolation, so infinite ends are kept). As low_d <= b_d <= high_d, the
+bounds contain the interval the exact draws would give: censoring widens
+it, never narrows it. A draw known exactly has low_d = high_d.
+
 Verdicts on an interval: `slope_verdict` (one-sided, against a threshold)
 and `interval_verdict` (two-sided, inside a band).
 """
@@ -140,6 +155,67 @@ def seed_slope_fit(x, y, groups, *, confidence: float = 0.95) -> SlopeFit:
       per_seed=tuple(float(a) for a in slopes), num_groups=int(slopes.size))
 
 
+@dataclasses.dataclass(frozen=True)
+class PlaneFit(_Dict):
+  """y = intercept + slope1 x1 + slope2 x2 by OLS (module doc).
+
+  cov: the 3 x 3 covariance of (intercept, slope1, slope2) as nested
+  tuples (nan when N == 3: no residual degree of freedom).
+  """
+  intercept: float
+  slope1: float
+  slope2: float
+  cov: tuple
+  r2: float
+  n: int
+
+
+def plane_fit(x1, x2, y) -> PlaneFit:
+  """OLS of y on (1, x1, x2) with the classical covariance (module doc)."""
+  x1, y = _pair('x1', x1, 'y', y)
+  x2, _ = _pair('x2', x2, 'y', y)
+  if not all(np.all(np.isfinite(v)) for v in (x1, x2, y)):
+    raise ValueError('plane_fit needs finite x1, x2 and y')
+  design = np.column_stack([np.ones_like(y), x1 - x1.mean(), x2 - x2.mean()])
+  if y.size < 3 or np.linalg.matrix_rank(design) < 3:
+    raise ValueError(f'plane_fit needs 3 points not on one line in (x1, x2),'
+                     f' got {y.size} of rank {np.linalg.matrix_rank(design)}')
+  # Centred columns, as in linear_fit: the slopes are unchanged and the
+  # normal equations keep their digits; the intercept is moved back below.
+  inverse = np.linalg.inv(design.T @ design)
+  theta = inverse @ design.T @ y
+  residual = y - design @ theta
+  ss_tot = np.sum((y - y.mean()) ** 2)
+  dof = y.size - 3
+  s2 = np.dot(residual, residual) / dof if dof else math.nan
+  # Back to the raw intercept a = c - b1 x1-bar - b2 x2-bar: a linear map L.
+  shift = np.array([[1.0, -x1.mean(), -x2.mean()], [0, 1, 0], [0, 0, 1]])
+  cov = shift @ (s2 * inverse) @ shift.T
+  return PlaneFit(
+      intercept=float((shift @ theta)[0]), slope1=float(theta[1]),
+      slope2=float(theta[2]),
+      cov=tuple(tuple(float(v) for v in row) for row in cov),
+      r2=1.0 if ss_tot == 0 else float(1 - np.dot(residual, residual) / ss_tot),
+      n=int(y.size))
+
+
+def percentile_interval(lows, highs=None, *, confidence: float = 0.95):
+  """(low, high): the percentile interval of bootstrap draws known to lie in
+  [lows_d, highs_d] (module doc); highs=None: the draws are exact. No draws
+  give (nan, nan)."""
+  lows = _vector('lows', lows)
+  highs = lows if highs is None else _pair('lows', lows, 'highs', highs)[1]
+  if not 0 < confidence < 1:
+    raise ValueError(f'confidence must be in (0, 1), got {confidence}')
+  if np.isnan(lows).any() or np.isnan(highs).any() or np.any(highs < lows):
+    raise ValueError('percentile_interval needs lows <= highs, no nan')
+  if lows.size == 0:
+    return math.nan, math.nan
+  tail = (1 - confidence) / 2
+  return (float(np.quantile(lows, tail, method='inverted_cdf')),
+          float(np.quantile(highs, 1 - tail, method='inverted_cdf')))
+
+
 def interval_verdict(fit, low: float, high: float) -> str:
   """Whether a fit's exponent lies in [low, high], judged by its interval.
 
@@ -178,3 +254,33 @@ def slope_verdict(fit, *, below: float | None = None,
   else:
     passed, failed = low > above, high < above
   return 'PASS' if passed else 'FAIL' if failed else 'INCONCLUSIVE'
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanFit(_Dict):
+  """The mean of G paired per-seed values and its Student t interval:
+  mean +- t_{(1+c)/2, G-1} s / sqrt(G) (nan with one value)."""
+  mean: float
+  ci_low: float
+  ci_high: float
+  num_groups: int
+
+  @property
+  def exponent(self) -> float:  # interval_verdict and slope_verdict read it
+    return self.mean
+
+
+def mean_fit(values, *, confidence: float = 0.95) -> MeanFit:
+  """The t-interval of the mean of per-seed values (e.g. paired slope
+  differences, one per seed). Raises ValueError on a non-finite value."""
+  values = _vector('values', values)
+  if values.size == 0 or not np.all(np.isfinite(values)):
+    raise ValueError('mean_fit needs finite values, at least one')
+  mean = float(values.mean())
+  low = high = math.nan
+  if values.size > 1:
+    half = (stats.t.ppf((1 + confidence) / 2, values.size - 1)
+            * values.std(ddof=1) / math.sqrt(values.size))
+    low, high = mean - half, mean + half
+  return MeanFit(mean, float(low), float(high), int(values.size))
+

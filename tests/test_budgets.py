@@ -1,0 +1,99 @@
+"""budgets.py: each trial's rounds from its own prediction, the plan-time
+checks of every preset's trials, and the footprint."""
+
+import math
+
+import pytest
+
+from tff_localsgd import budgets
+from tff_localsgd import config as config_lib
+from tff_localsgd import suite
+from tff_localsgd.sweep import grid
+from tff_localsgd import training
+
+
+def _trial(**flags):
+  base = dict(suite._theory_base(suite._sizes('smoke')), width=64, seed=0)
+  base.update(flags)
+  return grid.expand_grid({}, [base.pop('seed')],
+                          {k: str(v) for k, v in base.items()})[0]
+
+
+def test_the_budget_is_twice_the_runs_own_predicted_crossing():
+  trial = _trial()
+  b = budgets.budget(trial, 2.0, 'E/g')
+  config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
+  prediction, _ = training.Setup.prepare(config).predict()
+  assert b.from_prediction and b.t_pred == prediction.rounds_to_eps
+  assert b.rounds == math.ceil(2 * prediction.rounds_to_eps)
+  assert b.rounds != config.rounds  # the study's fixed rounds are replaced
+  # The crossing does not depend on the rounds the trial was planned with.
+  again = budgets.budget(_trial(rounds=3), 2.0, 'E/g')
+  assert again.t_pred == b.t_pred and again.rounds == b.rounds
+
+
+def test_a_trial_without_a_converging_prediction_keeps_its_rounds():
+  fixed = budgets.budget(_trial(rounds=7), 0.0, 'E/g')
+  assert (fixed.rounds, fixed.t_pred) == (7, None) and 'fixed' in fixed.why
+  # A step far beyond the edge of stability: rho(M) > 1.
+  wild = budgets.budget(_trial(rounds=7, client_lr=200.0), 2.0, 'E/g')
+  assert wild.rounds == 7 and 'never reaches eps' in wild.why
+
+
+def test_assign_rewrites_every_trials_rounds_flag():
+  steps = suite.plan('smoke', {'E1_width'})
+  planned, found = budgets.assign(steps)
+  for (spec, label, trials), (_, _, before) in zip(planned, steps):
+    for trial, old in zip(trials, before):
+      rounds = grid.trial_config(trial)['rounds']
+      assert rounds == found[(spec.name, label, trial.name)].rounds
+      assert [f for f in trial.flags if not f.startswith('--rounds=')] == \
+          [f for f in old.flags if not f.startswith('--rounds=')]
+
+
+def test_a_client_with_one_example_is_refused_naming_the_trial():
+  # 3 examples over 2 clients, shards of 1: one client gets one example.
+  trial = _trial(num_examples=3, partition='shards', shards_per_client=1,
+                 probe_size=3)
+  with pytest.raises(config_lib.ConfigError) as e:
+    budgets.check_data(trial, 'E4/shards')
+  assert e.value.field == 'partition'
+  assert f'E4/shards/{trial.name}: client' in str(e.value)
+  assert 'fewer than 2' in str(e.value)
+
+
+@pytest.mark.parametrize('preset', suite.PRESETS)
+def test_every_trial_of_every_preset_has_valid_data(preset):
+  """The data and partition of every trial (the paper's MNIST and
+  CIFAR-10 need a download, so their trials are checked by the plan on
+  the machine that has them)."""
+  names = {s.name for s in suite.suite(preset)} - {'E7_real_data'}
+  for spec, label, trials in suite.plan(preset, names):
+    for trial in trials:
+      data = budgets.check_data(trial, f'{spec.name}/{label}')
+      assert min(data.client_sizes) >= budgets.MIN_CLIENT_EXAMPLES
+
+
+def test_every_smoke_trial_builds_up_to_its_prediction():
+  planned, found = budgets.assign(suite.plan('smoke'))
+  theory = [b for (study, _, _), b in found.items()
+            if study not in ('E7_real_data',) and b.from_prediction]
+  assert len(theory) > 0.8 * len(found)
+  assert all(b.rounds >= 2 * b.t_pred for b in theory)
+
+
+def test_the_footprint_counts_the_lockstep_copies_and_the_flops():
+  config = config_lib.ExperimentConfig(
+      num_clients=4, local_steps=5, algorithm='local_gd', diag_every=10,
+      lockstep_drift=True, width=64)
+  size = budgets.footprint(config, num_parameters=1000, trainable=600, n=64,
+                           rounds=10)
+  lockstep = 4 * 600 * 4 * (28 + 4 * 5)
+  assert size.peak_bytes == budgets.PROCESS_BYTES + lockstep
+  # A round: 6 P_trainable per example gradient (K n of them) + 2 P n.
+  assert size.flops == 10 * (6 * 600 * 5 * 64 + 2 * 1000 * 64)
+  assert size.gpu_seconds() == size.flops / budgets.GPU_FLOPS
+  off = budgets.footprint(
+      config_lib.ExperimentConfig(num_clients=4, width=64), 1000, 600, 64, 10)
+  assert off.peak_bytes == budgets.PROCESS_BYTES + 2 * 8 * 64 * 64 + \
+      8 * 64 * int(math.sqrt(1000))

@@ -1,0 +1,187 @@
+"""Each trial's rounds from its own prediction, before anything trains.
+
+A study of the suite with `budget_factor` c > 0 gives every trial the
+budget
+
+    rounds = ceil(c T_pred),
+
+T_pred the interpolated round at which the trial's own linearized curve
+(theory.predict from its H_0, data, partition and schedule) crosses
+eps F_0. The curve runs to its own crossing (theory.curve_to_crossing), so
+T_pred does not depend on the budget it sets. With c = 2 a run that
+follows the theory reaches eps with room to spare; one that does not is a
+plateau or a censored run, decided by the data and not by the plan.
+Where the prediction does not apply or never reaches eps (cross-entropy,
+a step beyond the edge of stability with rho(M) >= 1), the trial keeps the
+study's fixed rounds, and the plan says why.
+
+Building a trial up to its prediction (data, partition, model, H_0) is
+also the plan-time check that every trial of a preset can start: a bad
+partition raises ConfigError naming the trial here, not in a worker.
+"""
+
+import contextlib
+import dataclasses
+import math
+
+from tff_localsgd import config as config_lib
+from tff_localsgd import data as data_lib
+from tff_localsgd.sweep import grid
+from tff_localsgd import training
+
+# Every client needs this many examples: one example makes a client's
+# local steps interpolate a single point, which no partition of the
+# theory's setting intends (a Dirichlet draw can leave one behind).
+MIN_CLIENT_EXAMPLES = 2
+# The GPU the plan's estimate is stated for: NVIDIA A100 80 GB, 19.5 TFLOP/s
+# float32 without tensor cores (TF32 off, as the kit's results assume).
+GPU_NAME = 'NVIDIA A100 80GB'
+GPU_BYTES = 80 * 2**30
+GPU_FLOPS = 19.5e12
+# A trial process's own footprint (TF, TFF and the worker) before any model:
+# ~1.5 GB resident, measured as the quick suite's trial processes' RSS.
+PROCESS_BYTES = int(1.5 * 2**30)
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+  """What a trial needs: peak_bytes, its estimated peak memory; flops, the
+  floating-point operations of its rounds and evaluations (module doc of
+  footprint())."""
+  peak_bytes: int
+  flops: float
+
+  def gpu_seconds(self) -> float:
+    """flops at the GPU's peak: a lower bound of its time there."""
+    return self.flops / GPU_FLOPS
+
+
+def footprint(config, num_parameters: int, trainable: int, n: int,
+              rounds: int) -> Footprint:
+  """The trial's peak memory and FLOPs, from its sizes.
+
+  Memory: the process's own (PROCESS_BYTES), plus the largest of
+    training: 8 float32 copies of the model (broadcast, local, gradient,
+      average and their TFF values),
+    the lockstep diagnostics (when on): clients x trainable parameters x
+      (28 + 4 steps) x 4 bytes (diagnostic_process, measured),
+    the prediction: H and M, 2 n^2 float64, and the n x m float64
+      activations of the Gram, about n P / m ~ n sqrt(P) doubles.
+  FLOPs: a step of local GD on one example costs ~6 P_trainable (forward
+  2 P, backward 4 P), so a round costs 6 P x (example gradients of the
+  round), and its evaluation 2 P n; times the rounds.
+  """
+  training_bytes = 8 * 4 * num_parameters
+  lockstep = 0
+  if config.diag_every and config.lockstep_drift:
+    lockstep = (config.cohort_size * trainable * 4 *
+                (28 + 4 * config.local_steps))
+  theory = 2 * 8 * n * n + 8 * n * int(math.sqrt(num_parameters))
+  sizes = [max(1, n // config.num_clients)] * config.cohort_size
+  per_round = (6 * trainable * config.examples_per_round(sizes) +
+               2 * num_parameters * n)
+  return Footprint(PROCESS_BYTES + max(training_bytes, lockstep, theory),
+                   float(per_round * rounds))
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """A trial's planned rounds: ceil(factor T_pred), or the study's fixed
+  rounds with the reason (`why`) when no T_pred sets them; and its
+  footprint at those rounds."""
+  rounds: int
+  t_pred: float | None
+  why: str
+  client_sizes: tuple
+  footprint: Footprint
+
+  @property
+  def from_prediction(self) -> bool:
+    return not self.why
+
+
+def _with_rounds(trial: grid.Trial, rounds: int) -> grid.Trial:
+  flags = tuple(f'--rounds={rounds}' if f.startswith('--rounds=') else f
+                for f in trial.flags)
+  return dataclasses.replace(trial, flags=flags)
+
+
+def check_data(trial: grid.Trial, where: str):
+  """The trial's data and partition, without its model: ConfigError names
+  the trial if a client would be empty or hold < MIN_CLIENT_EXAMPLES."""
+  config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
+  with _naming(trial, where):
+    data = data_lib.load_federated_data(config)
+  small = [i for i, size in enumerate(data.client_sizes)
+           if size < MIN_CLIENT_EXAMPLES]
+  if small:
+    raise config_lib.ConfigError(
+        'partition', f'{where}/{trial.name}: client {small[0]} holds '
+        f'{data.client_sizes[small[0]]} example(s), fewer than '
+        f'{MIN_CLIENT_EXAMPLES}; change the partition or num_examples')
+  return data
+
+
+@contextlib.contextmanager
+def _naming(trial, where):
+  """Re-raises a ConfigError with the trial's place in the suite."""
+  try:
+    yield
+  except config_lib.ConfigError as e:
+    message = str(e)[len(f'--{e.field}: '):]
+    raise config_lib.ConfigError(
+        e.field, f'{where}/{trial.name}: {message}') from None
+
+
+def _setup(trial: grid.Trial, where: str) -> training.Setup:
+  """The trial built up to its prediction; ConfigError names the trial.
+  The lockstep memory check is left to the trial: the plan reports the
+  footprint instead, for this machine and for the stated GPU."""
+  config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
+  check_data(trial, where)
+  with _naming(trial, where):
+    return training.Setup.prepare(config, check_memory=False)
+
+
+def _rounds(setup, factor):
+  """(rounds, T_pred or None, why not from the prediction)."""
+  fixed = setup.config.rounds
+  if factor <= 0:
+    return fixed, None, 'fixed rounds (the study sets no factor)'
+  prediction, why_not = setup.predict()
+  if prediction is None:
+    return fixed, None, why_not or 'no prediction'
+  t_pred = prediction.rounds_to_eps
+  if t_pred is None:
+    return fixed, None, (f'the prediction never reaches eps (rho(M)^2 = '
+                         f'{prediction.rate_per_round:.3g})')
+  return max(1, math.ceil(factor * t_pred)), t_pred, ''
+
+
+def budget(trial: grid.Trial, factor: float, where: str) -> Budget:
+  """The trial's Budget (module doc). factor <= 0 keeps its rounds."""
+  setup = _setup(trial, where)
+  rounds, t_pred, why = _rounds(setup, factor)
+  spec = setup.spec
+  size = footprint(setup.config, spec.num_parameters(),
+                   spec.num_parameters(trainable_only=True),
+                   sum(setup.data.client_sizes), rounds)
+  return Budget(rounds, t_pred, why, tuple(setup.data.client_sizes), size)
+
+
+def assign(steps) -> tuple:
+  """(steps with each trial's rounds set, {(study, group, trial): Budget}).
+
+  steps: suite.plan's [(spec, group label, trials)]; a spec's
+  budget_factor sets its trials' rounds (module doc).
+  """
+  planned, budgets = [], {}
+  for spec, label, trials in steps:
+    where = f'{spec.name}/{label}'
+    out = []
+    for trial in trials:
+      b = budget(trial, spec.budget_factor, where)
+      budgets[(spec.name, label, trial.name)] = b
+      out.append(_with_rounds(trial, b.rounds))
+    planned.append((spec, label, out))
+  return planned, budgets
