@@ -18,6 +18,7 @@ import textwrap
 from absl import flags
 
 from tff_localsgd import config as config_lib
+from tff_localsgd import results
 
 FLAGS = flags.FLAGS
 
@@ -92,7 +93,7 @@ def config_from_flags() -> config_lib.ExperimentConfig:
 def exit_bad_input(message: str):
   """Bad input: one line on stderr, exit status 2, nothing written."""
   print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
+  sys.exit(results.EXIT_BAD_INPUT)
 
 
 def check_writable_dir(path: str, flag: str):
