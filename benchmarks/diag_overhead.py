@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: F401  (TF at module level; see README)
 from benchmarks import flags as flag_defs
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
+from tff_localsgd import recording
 from tff_localsgd import training
 
 SETTINGS = {'off': dict(diag_every=0),
@@ -45,7 +46,7 @@ def seconds_per_round(config) -> float:
   """The median time of rounds 2.. (round 1 traces), diagnostics included."""
   times = [sum(result.timings.get(f'system/{k}', 0.0)
                for k in ('round_time_s', 'diag_time_s'))
-           for result in training.RecordedRun(training.Setup.prepare(config))
+           for result in recording.RecordedRun(training.Setup.prepare(config))
            if result.round >= 2]
   return statistics.median(times)
 

@@ -12,11 +12,13 @@ import itertools
 import os
 import re
 import sys
+import tempfile
 import textwrap
 
 from absl import flags
 
 from tff_localsgd import config as config_lib
+from tff_localsgd import results
 
 FLAGS = flags.FLAGS
 
@@ -91,12 +93,15 @@ def config_from_flags() -> config_lib.ExperimentConfig:
 def exit_bad_input(message: str):
   """Bad input: one line on stderr, exit status 2, nothing written."""
   print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
+  sys.exit(results.EXIT_BAD_INPUT)
 
 
 def check_writable_dir(path: str, flag: str):
   """Exits 2 naming --flag unless `path` is, or can be made, a writable
-  directory: its nearest existing ancestor must be one. Creates nothing."""
+  directory: its nearest existing ancestor must be a directory where a
+  directory can be created (tried, and removed: a pseudo file system such
+  as /proc passes every permission check and still refuses). Leaves
+  nothing behind."""
   path = os.path.abspath(os.path.expanduser(path))
   existing = path
   while not os.path.lexists(existing):
@@ -105,10 +110,12 @@ def check_writable_dir(path: str, flag: str):
     problem = 'is not a directory'
   elif os.statvfs(existing).f_flag & os.ST_RDONLY:
     problem = 'is on a read-only file system'  # even for root
-  elif not os.access(existing, os.W_OK | os.X_OK):
-    problem = 'is not writable'
   else:
-    return
+    try:
+      os.rmdir(tempfile.mkdtemp(prefix='.writable-', dir=existing))
+      return
+    except OSError as e:
+      problem = f'refuses a new directory ({e.strerror})'
   exit_bad_input(f'--{flag}: cannot write {path}: {existing} {problem}')
 
 

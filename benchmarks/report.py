@@ -7,17 +7,19 @@ REPORT.md, the PNG figures and results.json beside them. Works on a partial
 suite: missing trials are listed as not run. Exits 2 and writes nothing when
 --runs holds no trial (a fresh clone's reports/ hold only the report), or
 fewer trials than its results.json reports, unless --overwrite.
+
+Needs numpy, scipy and matplotlib, not TensorFlow: without it the report's
+TensorBoard summaries are skipped, with one line saying so.
 """
 
 import os
 
 from absl import app
 from absl import flags
-import tensorflow as tf  # noqa: F401  (TF at module level; see README)
 
 from benchmarks import flags as flag_defs
 from tff_localsgd import recorders
-from tff_localsgd.analysis import report
+from tff_localsgd import reporting
 from tff_localsgd.analysis import runs as runs_lib
 
 flags.DEFINE_string('runs', None, 'a suite directory written by '
@@ -48,7 +50,7 @@ def main(argv):
     flag_defs.exit_bad_input(f'--runs: {FLAGS.runs!r} is not a directory')
   _check_trials(FLAGS.runs)
   flag_defs.check_writable_dir(FLAGS.runs, 'runs')
-  results = report.generate(FLAGS.runs)
+  results = reporting.write_report(FLAGS.runs)
   verdicts = [f'{c["id"]} {c["verdict"]}' for c in results['claims']]
   print(f'{os.path.join(FLAGS.runs, "REPORT.md")}: ' + ', '.join(verdicts))
 

@@ -32,6 +32,7 @@ from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
 from tff_localsgd import engines
 from tff_localsgd import recorders
+from tff_localsgd import recording
 from tff_localsgd import training
 from tff_localsgd.engines import native
 
@@ -224,7 +225,7 @@ def _soak(config, local):
     sampler = Sampler(FLAGS.sample_every_s)
     sampler.start()
     start = time.monotonic()
-    recorded = training.RecordedRun(setup)
+    recorded = recording.RecordedRun(setup)
     times = {}  # round -> its time, rounds 1..T
     try:
       for result in recorded:

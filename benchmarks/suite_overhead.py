@@ -29,8 +29,10 @@ from absl import logging
 
 import benchmarks  # noqa: F401  (the binaries' environment, before TF)
 from benchmarks import flags as flag_defs
-from tff_localsgd import sweep
-from tff_localsgd import training
+from tff_localsgd import results
+from tff_localsgd.sweep import grid
+from tff_localsgd.sweep import pool
+from tff_localsgd.sweep import records
 
 flag_defs.define_config_flags()
 flags.DEFINE_multi_string('grid', ['width=256,1024'], 'key=v1,v2,...: sweep '
@@ -55,7 +57,7 @@ class Measurement:
   wall_s: float
   slots: int  # --parallel
   cpu_s: float  # user + system CPU of the trial processes and TFF workers
-  phases_s: dict  # sweep.phase_totals: phases_s summed, trials, processes
+  phases_s: dict  # records.phase_totals: phases_s summed, trials, processes
   digests: dict  # trial name -> final_weights_sha256
 
   @property
@@ -67,7 +69,7 @@ class Measurement:
   def inside_fraction(self) -> float:
     """Of the core-seconds, the fraction inside rounds and diagnostics."""
     return sum(self.phases_s.get(k, 0.0)
-               for k in training.TRAINING_PHASES) / self.core_s
+               for k in results.TRAINING_PHASES) / self.core_s
 
 
 def _children_cpu_s() -> float:
@@ -78,8 +80,8 @@ def _children_cpu_s() -> float:
 def measure(trials, sweep_dir, way) -> Measurement:
   """Runs the sweep one way into sweep_dir (new) and measures it."""
   cpu, tick = _children_cpu_s(), time.perf_counter()
-  results = sweep.run_sweep(trials, sweep_dir, parallel=FLAGS.parallel,
-                            fresh_process=(way == 'fresh'))
+  results = pool.run_sweep(trials, sweep_dir, parallel=FLAGS.parallel,
+                           fresh_process=(way == 'fresh'))
   wall, cpu = time.perf_counter() - tick, _children_cpu_s() - cpu
   digests = {}
   for result in results:
@@ -88,7 +90,7 @@ def measure(trials, sweep_dir, way) -> Measurement:
                       result.error)
     digests[result.name] = (result.summary or {}).get('final_weights_sha256')
   return Measurement(way, wall, FLAGS.parallel, cpu,
-                     sweep.phase_totals(results), digests)
+                     records.phase_totals(results), digests)
 
 
 def _report(measurements):
@@ -117,9 +119,9 @@ def main(argv):
   base = flag_defs.config_from_flags()
   seeds = list(range(base.seed, base.seed + FLAGS.seeds))
   try:
-    trials = sweep.expand_grid(sweep.parse_grid(FLAGS.grid), seeds,
+    trials = grid.expand_grid(grid.parse_grid(FLAGS.grid), seeds,
                                dataclasses.asdict(base))
-  except sweep.ConfigError as e:
+  except grid.ConfigError as e:
     flag_defs.exit_bad_input(str(e))
   with tempfile.TemporaryDirectory() as scratch:
     out = FLAGS.out or scratch

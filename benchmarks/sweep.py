@@ -9,7 +9,7 @@ Every flag of benchmarks.train sets the base config; --grid=key=v1,v2,...
 long-lived trial processes (each imports TF and TFF once and runs trial after
 trial; a trial that fails gets its process replaced; --fresh_process: one
 benchmarks.train process per trial, the same results) into
-<root_dir>/<sweep>/<trial>/ (layout: tff_localsgd/sweep.py), named like
+<root_dir>/<sweep>/<trial>/ (layout: tff_localsgd/sweep/), named like
 width-64_local_steps-5_seed-0. Run the same command again to resume:
 completed and diverged trials are kept, the rest rerun. --experiment is not
 used (trials are named by their values).
@@ -38,7 +38,10 @@ import tensorflow as tf  # noqa: F401  (TF at module level; see README)
 
 from benchmarks import flags as flag_defs
 from tff_localsgd import config as config_lib
-from tff_localsgd import sweep
+from tff_localsgd.sweep import grid
+from tff_localsgd.sweep import hparams
+from tff_localsgd.sweep import pool
+from tff_localsgd.sweep import records
 
 flag_defs.define_config_flags()
 flags.DEFINE_multi_string('grid', [], 'key=v1,v2,...: sweep config field '
@@ -75,11 +78,11 @@ def plan():
   _check_sweep_flags()
   base = flag_defs.config_from_flags()
   seeds = list(range(base.seed, base.seed + FLAGS.seeds))
-  trials = sweep.expand_grid(sweep.parse_grid(FLAGS.grid), seeds,
+  trials = grid.expand_grid(grid.parse_grid(FLAGS.grid), seeds,
                              dataclasses.asdict(base))
   sweep_dir = os.path.join(os.path.abspath(os.path.expanduser(base.root_dir)),
                            FLAGS.sweep)
-  sweep.check_resumable(trials, sweep_dir)
+  records.check_resumable(trials, sweep_dir)
   return trials, sweep_dir
 
 
@@ -108,8 +111,8 @@ def closing_table(results, sweep_dir) -> str:
   ('-': none, or not reached)."""
   rows = [('trial', 'status', 'final loss', 'rounds to eps')]
   for result in results:
-    final = (sweep.final_metrics(os.path.join(sweep_dir, result.name),
-                                 result.summary) if result.summary else {})
+    final = (records.final_metrics(os.path.join(sweep_dir, result.name),
+                                   result.summary) if result.summary else {})
     loss = final.get('final/train/loss')
     reached = final.get('final/rounds_to_eps')
     rows.append((result.name, result.status,
@@ -131,11 +134,11 @@ def main(argv):
   logging.info('sweep %s: %d trials, %d at a time', sweep_dir, len(trials),
                FLAGS.parallel)
   try:
-    results = sweep.run_sweep(trials, sweep_dir, parallel=FLAGS.parallel,
-                              timeout_s=FLAGS.trial_timeout_s or None,
-                              on_progress=_Progress(),
-                              fresh_process=FLAGS.fresh_process)
-  except sweep.Interrupted as e:
+    results = pool.run_sweep(trials, sweep_dir, parallel=FLAGS.parallel,
+                             timeout_s=FLAGS.trial_timeout_s or None,
+                             on_progress=_Progress(),
+                             fresh_process=FLAGS.fresh_process)
+  except pool.Interrupted as e:
     logging.error('sweep %s %s; run the same command to resume', sweep_dir, e)
     return 128 + e.signum
   counts = {}
@@ -144,7 +147,7 @@ def main(argv):
   logging.info('sweep %s: %s', sweep_dir, ', '.join(
       f'{n} {status}' for status, n in sorted(counts.items())))
   print(closing_table(results, sweep_dir))
-  print(f'\ntensorboard --logdir {sweep.hparams_root(sweep_dir)}')
+  print(f'\ntensorboard --logdir {hparams.hparams_root(sweep_dir)}')
   return 1 if counts.get('failed') else 0
 
 

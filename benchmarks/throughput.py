@@ -50,7 +50,7 @@ from tff_localsgd import engines
 from tff_localsgd import models
 from tff_localsgd import process
 from tff_localsgd import recorders
-from tff_localsgd import sweep
+from tff_localsgd.sweep import grid as sweep
 from tff_localsgd.engines import native
 
 SETTINGS = ('native', 'native_packed', 'inprocess', 'inprocess_packed',

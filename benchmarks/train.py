@@ -17,7 +17,7 @@ from absl import flags
 import tensorflow as tf  # noqa: F401  (TF at module level; see README)
 
 from benchmarks import flags as flag_defs
-from tff_localsgd import trainer
+from tff_localsgd import driver
 
 flag_defs.define_config_flags()
 flags.DEFINE_bool('overwrite', False,
@@ -26,17 +26,17 @@ flags.DEFINE_bool('overwrite', False,
 
 
 def main(argv):
-  startup_s = trainer.process_age_s()
+  startup_s = driver.process_age_s()
   if len(argv) > 1:
     flag_defs.exit_bad_input(f'unexpected arguments {argv[1:]}')
   stop = threading.Event()
-  trainer.stop_on_signals(stop)
+  driver.stop_on_signals(stop)
   config = flag_defs.config_from_flags()
   flag_defs.check_writable_dir(config.root_dir, 'root_dir')
   try:
-    outcome = trainer.train(config, overwrite=flags.FLAGS.overwrite,
+    outcome = driver.train(config, overwrite=flags.FLAGS.overwrite,
                             stop=stop, startup_s=startup_s)
-  except trainer.BadInput as e:
+  except driver.BadInput as e:
     flag_defs.exit_bad_input(str(e))
   return outcome.exit_code
 

@@ -1,4 +1,4 @@
-"""A sweep's long-lived trial process: trains the trials tff_localsgd/sweep.py
+"""A sweep's long-lived trial process: trains the trials tff_localsgd/sweep/
 sends on stdin, one after another, each into its run directory as
 `benchmarks.train --overwrite` would (protocol: tff_localsgd/trial_worker.py).
 

@@ -8,21 +8,21 @@ import pytest
 from tff_localsgd import budgets
 from tff_localsgd import config as config_lib
 from tff_localsgd import suite
-from tff_localsgd import sweep
+from tff_localsgd.sweep import grid
 from tff_localsgd import training
 
 
 def _trial(**flags):
   base = dict(suite._theory_base(suite._sizes('smoke')), width=64, seed=0)
   base.update(flags)
-  return sweep.expand_grid({}, [base.pop('seed')],
-                           {k: str(v) for k, v in base.items()})[0]
+  return grid.expand_grid({}, [base.pop('seed')],
+                          {k: str(v) for k, v in base.items()})[0]
 
 
 def test_the_budget_is_twice_the_runs_own_predicted_crossing():
   trial = _trial()
   b = budgets.budget(trial, 2.0, 'E/g')
-  config = config_lib.ExperimentConfig.from_dict(sweep.trial_config(trial))
+  config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
   prediction, _ = training.Setup.prepare(config).predict()
   assert b.from_prediction and b.t_pred == prediction.rounds_to_eps
   assert b.rounds == math.ceil(2 * prediction.rounds_to_eps)
@@ -45,7 +45,7 @@ def test_assign_rewrites_every_trials_rounds_flag():
   planned, found = budgets.assign(steps)
   for (spec, label, trials), (_, _, before) in zip(planned, steps):
     for trial, old in zip(trials, before):
-      rounds = sweep.trial_config(trial)['rounds']
+      rounds = grid.trial_config(trial)['rounds']
       assert rounds == found[(spec.name, label, trial.name)].rounds
       assert [f for f in trial.flags if not f.startswith('--rounds=')] == \
           [f for f in old.flags if not f.startswith('--rounds=')]

@@ -4,6 +4,7 @@ few clients drives the training loss to (nearly) zero, geometrically."""
 import math
 
 from tff_localsgd import config as config_lib
+from tff_localsgd import recording
 from tff_localsgd import training
 
 
@@ -13,7 +14,7 @@ def test_wide_network_reaches_small_loss(tmp_path):
       width=2048, depth=1, algorithm='local_gd', local_steps=10,
       lr_scale='width', client_lr=4.0, rounds=25, eval_every=5,
       root_dir=str(tmp_path), experiment='wide')
-  run = training.RecordedRun(training.Setup.prepare(config))
+  run = recording.RecordedRun(training.Setup.prepare(config))
   losses = [r.metrics['train/loss'] for r in run if 'train/loss' in r.metrics]
   summary = run.summary
   assert summary['status'] == 'completed'

@@ -12,6 +12,7 @@ from tff_localsgd import config as config_lib
 from tff_localsgd import diagnostic_process
 from tff_localsgd import engines
 from tff_localsgd import recorders
+from tff_localsgd import recording
 from tff_localsgd import rundir
 from tff_localsgd import training
 from tff_localsgd.engines import inprocess
@@ -146,7 +147,7 @@ def test_training_on_either_engine_gives_the_same_run(tmp_path, partition):
   rows = {}
   for engine in ('native', 'inprocess'):
     config = dataclasses.replace(base, engine=engine, experiment=engine)
-    summary = training.run(training.Setup.prepare(config))
+    summary = recording.run(training.Setup.prepare(config))
     assert summary['status'] == 'completed'
     rows[engine] = recorders.read_metrics(
         rundir.RunDir(config).file(rundir.METRICS_CSV))
@@ -177,7 +178,7 @@ def test_runs_differing_only_in_seed_share_computations_bit_for_bit(
   for config in configs:
     if config.experiment == 'alone':
       training._shared.clear()
-    summary = training.run(training.Setup.prepare(config))
+    summary = recording.run(training.Setup.prepare(config))
     rows = recorders.read_metrics(
         rundir.RunDir(config).file(rundir.METRICS_CSV))
     runs.append((summary, [{k: v for k, v in row.items()

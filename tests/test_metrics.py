@@ -11,9 +11,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from test_train import ROOT, train
+from tff_localsgd import board as board_lib
 from tff_localsgd import docs_blocks
 from tff_localsgd import metrics
-from tff_localsgd import recorders
 
 LAYERS = ('input', 'hidden_1', 'hidden_12', 'output', 'conv_2')
 
@@ -130,7 +130,7 @@ def read_events(logdir):
 
 
 def test_a_scalar_carries_its_description_once(tmp_path):
-  board = recorders.TensorBoardRecorder(str(tmp_path))
+  board = board_lib.TensorBoardRecorder(str(tmp_path))
   for step in range(3):
     board.scalars(step, {'train/loss': 0.5, 'not/in_the_table': 1.0,
                          'lazy/weight_change_rel/hidden_1': 0.1})

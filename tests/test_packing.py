@@ -23,6 +23,7 @@ from tff_localsgd import models
 from tff_localsgd import packing
 from tff_localsgd import process
 from tff_localsgd import recorders
+from tff_localsgd import recording
 from tff_localsgd import training
 from tff_localsgd.engines import inprocess
 from tff_localsgd.engines import native
@@ -273,7 +274,7 @@ def test_training_run_with_packs_equals_unpacked(tmp_path):
     experiment = training.Setup.prepare(config_lib.ExperimentConfig(
         **base, clients_per_pack=pack, experiment=f'p{pack}'))
     sizes = experiment.data.client_sizes
-    summary = training.run(experiment)
+    summary = recording.run(experiment)
     assert summary['status'] == 'completed'
     _, weights = recorders.latest_checkpoint(
         str(tmp_path / f'p{pack}' / 'checkpoints'),

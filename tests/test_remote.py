@@ -17,6 +17,7 @@ import tensorflow as tf  # noqa: F401  (TF before TFF, as everywhere)
 import tensorflow_federated as tff
 
 from tff_localsgd import config as config_lib
+from tff_localsgd import recording
 from tff_localsgd import training
 from tff_localsgd.engines import native
 from tff_localsgd.engines import remote
@@ -42,7 +43,7 @@ def workers():
 def run(tmp_path, name, **fields):
   config = config_lib.ExperimentConfig(**{**SMALL, **fields},
                                        root_dir=str(tmp_path), experiment=name)
-  return training.run(training.Setup.prepare(config))
+  return recording.run(training.Setup.prepare(config))
 
 
 def addresses(workers):

@@ -5,12 +5,17 @@ answers: fabricated runs whose curves, predictions and diagnostics follow
 import dataclasses
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
+from tff_localsgd import reporting
 from tff_localsgd.analysis import claims as claims_lib
 from tff_localsgd.analysis import report
 from tff_localsgd.analysis import runs as runs_lib
@@ -21,6 +26,7 @@ RATE = 0.8  # predicted per-round loss ratio
 F0 = 1.0  # the zero predictor's loss
 EPS = 1e-2
 ROUNDS = 40
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_trial(out, experiment, group, name, config, rows, *,
@@ -288,7 +294,7 @@ def test_a_run_without_f0_is_not_judged(tmp_path):
 def test_provenance_names_the_image_and_gpus(tmp_path, monkeypatch):
   """In the image (no git, TFF_LOCALSGD_* set at build time) the report's
   provenance names the image, its base and commit, and the GPUs."""
-  from tff_localsgd.analysis import provenance
+  from tff_localsgd import provenance
   commit = 'ab' * 20
   monkeypatch.setenv('TFF_LOCALSGD_IMAGE', 'tff-localsgd:test')
   monkeypatch.setenv('TFF_LOCALSGD_BASE_IMAGE', 'localhost/localdebian')
@@ -315,3 +321,52 @@ def test_provenance_names_the_image_and_gpus(tmp_path, monkeypatch):
   import tensorflow as tf
   if not tf.config.list_physical_devices('GPU'):
     assert prov['gpus'] == ['none']
+
+
+def test_results_hold_paths_relative_to_the_suite(tmp_path):
+  """A committed results.json names no machine's paths: a sweep's absolute
+  root_dir is stored relative to the suite directory."""
+  make_suite(tmp_path)
+  config = tmp_path / 'E1_width' / 'lazy' / 'width-256_seed-0' / 'config.json'
+  values = json.loads(config.read_text())
+  values['root_dir'] = str(tmp_path / 'E1_width' / 'lazy')
+  config.write_text(json.dumps(values))
+  report.generate(str(tmp_path))
+  text = (tmp_path / 'results.json').read_text()
+  assert str(tmp_path) not in text
+  roots = {t['name']: t['config']['root_dir']
+           for t in json.loads(text)['trials'] if t['group'] == 'lazy'}
+  assert roots['width-256_seed-0'] == os.path.join('E1_width', 'lazy')
+  assert roots['width-512_seed-0'] == 'runs'  # relative as recorded
+
+
+_WITHOUT_TF = '''import runpy, sys
+sys.modules['tensorflow'] = None
+sys.modules['tensorflow_federated'] = None
+sys.argv = ['benchmarks.report', '--runs=' + sys.argv[1]]
+runpy.run_module('benchmarks.report', run_name='__main__')
+'''
+
+
+def test_the_report_is_rebuilt_without_tensorflow(tmp_path):
+  """benchmarks.report on a copy of the run directories, in a process where
+  `import tensorflow` fails: the same results and figures, and one line
+  saying the TensorBoard summaries were skipped."""
+  with_tf, without = tmp_path / 'with', tmp_path / 'without'
+  make_suite(with_tf)
+  shutil.copytree(with_tf, without)
+  expected = report.generate(str(with_tf))
+  done = subprocess.run([sys.executable, '-c', _WITHOUT_TF, str(without)],
+                        cwd=ROOT, capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert reporting.BOARD_SKIPPED in done.stderr.splitlines()
+  assert 'C1 PASS' in done.stdout
+  got = json.loads((without / 'results.json').read_text())
+  assert got['claims'] == json.loads(json.dumps(expected['claims']))
+  assert got['figures'] == expected['figures'] and got['figures']
+  for name in got['figures']:
+    assert (without / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  assert (without / 'REPORT.md').read_text() == (
+      with_tf / 'REPORT.md').read_text()
+  assert not list(without.glob('events.out.tfevents.*'))

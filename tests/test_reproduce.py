@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from tff_localsgd import suite as suite_lib
-from tff_localsgd import sweep
+from tff_localsgd.sweep import pool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,7 +62,7 @@ def assert_same_bits_in_fresh_processes(out):
   path (sweep's fresh_process), has the suite's final weights."""
   sweeps = [(trials[:1], out / 'fresh' / spec.name / label)
             for spec, label, trials in suite_lib.plan('smoke')]
-  every = sweep.run_sweeps(sweeps, parallel=2, fresh_process=True)
+  every = pool.run_sweeps(sweeps, parallel=2, fresh_process=True)
   assert len(every) == 17  # groups: E1 2, E2 3, E3 1, E4 4, E5 4, E6 2, E7 1
   for (_, fresh_dir), [result] in zip(sweeps, every):
     suite_dir = out / fresh_dir.relative_to(out / 'fresh') / result.name

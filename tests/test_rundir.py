@@ -12,11 +12,12 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+from tff_localsgd import board
 from tff_localsgd import config as config_lib
 from tff_localsgd import metrics
 from tff_localsgd import recorders
+from tff_localsgd import results
 from tff_localsgd import rundir
-from tff_localsgd import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,8 +61,8 @@ def test_write_maps_tags_to_columns_and_reads_back(tmp_path):
   run.lock()
   assert run.open([(2, 2)]) is None
   tag = 'lazy/weight_change_rel/hidden_1'
-  run.write(training.RoundResult(0, (), {'train/loss': 1.0, tag: 0.5}))
-  run.write(training.RoundResult(
+  run.write(results.RoundResult(0, (), {'train/loss': 1.0, tag: 0.5}))
+  run.write(results.RoundResult(
       1, (), {'train/loss': 0.25}, step_rows=(
           {'local_step': 0, 'grad_diff': 0.0},
           {'local_step': 1, 'grad_diff': 0.1})))
@@ -81,7 +82,7 @@ def test_eps_target_and_rounds_to_eps_of_a_run(tmp_path):
   run.lock()
   run.open([(2, 2)])
   for t, loss in enumerate([3.0, 0.5, 0.04, 0.02]):
-    run.write(training.RoundResult(t, (), {'train/loss': loss}))
+    run.write(results.RoundResult(t, (), {'train/loss': loss}))
   run.write_summary({'zero_predictor_loss': 2.5})
   run.close()
   assert run.eps_target() == pytest.approx(0.025)
@@ -163,10 +164,10 @@ def test_a_value_beyond_float32_is_inf_in_tensorboard_and_exact_in_csv(
     tmp_path):
   """A predicted curve past the edge of stability grows beyond float32:
   the run must not crash writing it."""
-  run = rundir.RunDir(make_config(tmp_path))
+  run = rundir.RunDir(make_config(tmp_path), board=board.TensorBoardRecorder)
   run.lock()
   run.open([(2, 2)])
-  run.write(training.RoundResult(0, (), {'train/loss': 1.0,
+  run.write(results.RoundResult(0, (), {'train/loss': 1.0,
                                          'theory/loss': 1e300}))
   run.close()
   assert run.read_rows()[0]['theory_loss'] == 1e300

@@ -24,7 +24,9 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from tff_localsgd import config as config_lib
-from tff_localsgd import sweep
+from tff_localsgd.sweep import grid as grid_lib
+from tff_localsgd.sweep import pool
+from tff_localsgd.sweep import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(num_examples=24, input_dim=4, num_clients=2, width=16,
@@ -112,8 +114,8 @@ def wait_gone(pids, timeout=20):
 
 
 def test_expand_grid_order_names_and_values():
-  grid = sweep.parse_grid(['width=64,256', 'local_steps=1,5'])
-  trials = sweep.expand_grid(grid, [0, 1], tiny_base())
+  grid = grid_lib.parse_grid(['width=64,256', 'local_steps=1,5'])
+  trials = grid_lib.expand_grid(grid, [0, 1], tiny_base())
   assert [t.name for t in trials] == [
       f'width-{m}_local_steps-{k}_seed-{s}'
       for m in (64, 256) for k in (1, 5) for s in (0, 1)]
@@ -124,15 +126,15 @@ def test_expand_grid_order_names_and_values():
   assert '--rounds=2' in first.flags  # base flags are passed on
   assert not any(f.startswith(('--root_dir', '--experiment'))
                  for f in first.flags)
-  config = sweep.trial_config(first)
+  config = grid_lib.trial_config(first)
   assert config['local_steps'] == 1 and config['client_lr'] == 1.0
-  assert trials == sweep.expand_grid(grid, [0, 1], tiny_base())
+  assert trials == grid_lib.expand_grid(grid, [0, 1], tiny_base())
 
 
 def test_expand_grid_converts_types_and_makes_safe_names():
   grid = {'client_lr': ['0.5', '2'], 'lockstep_drift': ['true', '0'],
           'data_dir': ['/tmp/a b']}
-  trials = sweep.expand_grid(grid, [3], tiny_base())
+  trials = grid_lib.expand_grid(grid, [3], tiny_base())
   assert [t.swept for t in trials[:2]] == [
       {'client_lr': 0.5, 'lockstep_drift': True, 'data_dir': '/tmp/a b',
        'seed': 3},
@@ -144,7 +146,7 @@ def test_expand_grid_converts_types_and_makes_safe_names():
   assert '--client_lr=2.0' in trials[2].flags
   assert all('/' not in t.name and ' ' not in t.name for t in trials)
   # No grid: one trial per seed.
-  assert [t.name for t in sweep.expand_grid({}, [0, 1], tiny_base())] == [
+  assert [t.name for t in grid_lib.expand_grid({}, [0, 1], tiny_base())] == [
       'seed-0', 'seed-1']
 
 
@@ -161,7 +163,7 @@ def test_expand_grid_converts_types_and_makes_safe_names():
 ])
 def test_expand_grid_errors_name_the_field(grid, field, words):
   with pytest.raises(config_lib.ConfigError) as e:
-    sweep.expand_grid(grid, [0], tiny_base())
+    grid_lib.expand_grid(grid, [0], tiny_base())
   assert e.value.field == field
   assert str(e.value).startswith(f'--{field}: ') and words in str(e.value)
 
@@ -170,19 +172,19 @@ def test_expand_grid_errors_name_the_field(grid, field, words):
                                    ['width=1,,2'], ['width=1', 'width=2']])
 def test_parse_grid_errors_name_grid(specs):
   with pytest.raises(config_lib.ConfigError) as e:
-    sweep.parse_grid(specs)
+    grid_lib.parse_grid(specs)
   assert e.value.field == 'grid'
 
 
 def test_phase_totals_sum_the_trials_run_now():
   def result(name, skipped=False, **phases):
-    return sweep.TrialResult(name, 'completed', skipped=skipped,
-                             summary={'phases_s': phases})
-  totals = sweep.phase_totals([
+    return records.TrialResult(name, 'completed', skipped=skipped,
+                               summary={'phases_s': phases})
+  totals = records.phase_totals([
       result('a', startup_s=5.0, rounds_s=1.0),
       result('b', startup_s=0.0, rounds_s=2.0),
       result('c', skipped=True, startup_s=9.0, rounds_s=9.0),
-      sweep.TrialResult('d', 'failed')])
+      records.TrialResult('d', 'failed')])
   assert totals == {'trials': 2, 'processes': 1, 'startup_s': 5.0,
                     'rounds_s': 3.0}
 
@@ -219,7 +221,7 @@ def test_sweep_runs_every_trial(demo):
                 trial_dir)
   # The experiment is the logdir's, at the sweep's parent (test_tensorboard).
   assert '_hparams_/experiment' in tags(sweep_dir.parent)
-  index = sweep.sweep_index(sweep_dir)
+  index = records.sweep_index(sweep_dir)
   assert [row['name'] for row in index] == sorted(NAMES)
   assert index[0]['swept'] == {'width': 16, 'local_steps': 2, 'seed': 0}
   assert all(row['status'] == 'completed' for row in index)
@@ -277,12 +279,12 @@ def test_resume_reruns_only_unfinished_trials(demo, tmp_path):
   before = {name: (sweep_dir / name / 'summary.json').stat().st_mtime_ns
             for name in kept}
   python, launches = fake_python(tmp_path)
-  trials = sweep.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
-                             [0, 1], tiny_base())
+  trials = grid_lib.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
+                                [0, 1], tiny_base())
   progress = []
-  results = sweep.run_sweep(trials, sweep_dir, parallel=2, python=python,
-                            on_progress=lambda *a: progress.append(a[:2]),
-                            fresh_process=True)
+  results = pool.run_sweep(trials, sweep_dir, parallel=2, python=python,
+                           on_progress=lambda *a: progress.append(a[:2]),
+                           fresh_process=True)
   assert launched(launches) == sorted([unfinished, interrupted])
   assert [r.name for r in results] == NAMES
   assert [r.status for r in results] == ['completed'] * 4
@@ -293,7 +295,7 @@ def test_resume_reruns_only_unfinished_trials(demo, tmp_path):
     assert (sweep_dir / name / 'summary.json').stat().st_mtime_ns == (
         before[name])
   assert all(row['status'] == 'completed' for row in
-             sweep.sweep_index(sweep_dir))
+             records.sweep_index(sweep_dir))
 
 
 def test_resume_in_trial_workers_reruns_only_unfinished_trials(
@@ -303,10 +305,10 @@ def test_resume_in_trial_workers_reruns_only_unfinished_trials(
   unfinished = NAMES[2]
   (sweep_dir / unfinished / 'summary.json').unlink()
   launches = chaos(monkeypatch, tmp_path)
-  trials = sweep.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
-                             [0, 1], tiny_base())
-  results = sweep.run_sweep(trials, sweep_dir, parallel=2,
-                            worker_module=CHAOS_WORKER)
+  trials = grid_lib.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
+                                [0, 1], tiny_base())
+  results = pool.run_sweep(trials, sweep_dir, parallel=2,
+                           worker_module=CHAOS_WORKER)
   assert [name for _, name in chaos_launched(launches)] == [unfinished]
   assert [r.skipped for r in results] == [True, True, False, True]
   assert all(r.status == 'completed' for r in results)
@@ -316,12 +318,12 @@ def test_sweeps_share_trial_processes_costliest_first(tmp_path,
                                                      monkeypatch):
   launches = chaos(monkeypatch, tmp_path)
   # 1 trial (a slot idles), cheap; 4 trials, of which seeds tie.
-  small = sweep.expand_grid({}, [0], tiny_base(local_steps=1))
-  large = sweep.expand_grid({'width': ['16', '32']}, [0, 1], tiny_base())
-  cost = lambda trial: sweep.trial_config(trial)['width'] * (
-      sweep.trial_config(trial)['local_steps'] - 1)
+  small = grid_lib.expand_grid({}, [0], tiny_base(local_steps=1))
+  large = grid_lib.expand_grid({'width': ['16', '32']}, [0, 1], tiny_base())
+  cost = lambda trial: grid_lib.trial_config(trial)['width'] * (
+      grid_lib.trial_config(trial)['local_steps'] - 1)
   progress = []
-  got_small, got_large = sweep.run_sweeps(
+  got_small, got_large = pool.run_sweeps(
       [(small, tmp_path / 'a'), (large, tmp_path / 'b')], parallel=2,
       worker_module=CHAOS_WORKER, cost=cost,
       on_progress=lambda *a: progress.append(a[:2]))
@@ -344,16 +346,16 @@ def test_sweeps_share_trial_processes_costliest_first(tmp_path,
 
 
 def test_seedless_key_tells_seed_siblings():
-  trials = sweep.expand_grid({'width': ['16', '32']}, [0, 1], tiny_base())
-  keys = [sweep.seedless_key(t) for t in trials]
+  trials = grid_lib.expand_grid({'width': ['16', '32']}, [0, 1], tiny_base())
+  keys = [grid_lib.seedless_key(t) for t in trials]
   assert keys[0] == keys[1] != keys[2] == keys[3]
 
 
 def test_resume_refuses_a_sweep_of_other_flags(demo):
-  trials = sweep.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
-                             [0, 1], tiny_base(rounds=3))
+  trials = grid_lib.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
+                                [0, 1], tiny_base(rounds=3))
   with pytest.raises(config_lib.ConfigError) as e:
-    sweep.run_sweep(trials, demo[0])
+    pool.run_sweep(trials, demo[0])
   assert e.value.field == 'sweep' and 'rounds' in str(e.value)
 
 
@@ -361,47 +363,47 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
   python, launches = fake_python(
       tmp_path, '  *--experiment=width-16_seed-0*)\n'
       '    for i in $(seq 1 30); do echo "line $i"; done; exit 7;;\n')
-  trials = sweep.expand_grid({'width': ['16', '32']}, [0], tiny_base())
-  results = sweep.run_sweep(trials, tmp_path / 'sw', parallel=2,
-                            python=python, fresh_process=True)
+  trials = grid_lib.expand_grid({'width': ['16', '32']}, [0], tiny_base())
+  results = pool.run_sweep(trials, tmp_path / 'sw', parallel=2,
+                           python=python, fresh_process=True)
   failed, completed = results
   assert failed.status == 'failed' and failed.returncode == 7
   assert 'exit status 7' in failed.error
   assert 'line 30' in failed.log_tail and 'line 10\n' not in failed.log_tail
   assert completed.status == 'completed', completed.log_tail
-  index = {row['name']: row for row in sweep.sweep_index(tmp_path / 'sw')}
+  index = {row['name']: row for row in records.sweep_index(tmp_path / 'sw')}
   assert index['width-16_seed-0']['status'] == 'failed'
   assert index['width-32_seed-0']['status'] == 'completed'
   # A failed trial is rerun on resume; the completed one is not.
-  sweep.run_sweep(trials, tmp_path / 'sw', python=python, fresh_process=True)
+  pool.run_sweep(trials, tmp_path / 'sw', python=python, fresh_process=True)
   assert launched(launches) == ['width-16_seed-0'] * 2 + ['width-32_seed-0']
 
 
 def test_trial_that_kills_its_worker_is_recorded_and_the_sweep_goes_on(
     tmp_path, monkeypatch):
   launches = chaos(monkeypatch, tmp_path, **{'width-16_seed-0': 'exit'})
-  trials = sweep.expand_grid({'width': ['16', '32']}, [0], tiny_base())
-  failed, completed = sweep.run_sweep(trials, tmp_path / 'sw', parallel=2,
-                                      worker_module=CHAOS_WORKER)
+  trials = grid_lib.expand_grid({'width': ['16', '32']}, [0], tiny_base())
+  failed, completed = pool.run_sweep(trials, tmp_path / 'sw', parallel=2,
+                                     worker_module=CHAOS_WORKER)
   assert failed.status == 'failed' and failed.returncode == 7
   assert 'exit status 7' in failed.error
   assert 'line 30' in failed.log_tail and 'line 10\n' not in failed.log_tail
   assert completed.status == 'completed', completed.log_tail
   chaos(monkeypatch, tmp_path)  # now it behaves: the rerun completes it
-  sweep.run_sweep(trials, tmp_path / 'sw', worker_module=CHAOS_WORKER)
+  pool.run_sweep(trials, tmp_path / 'sw', worker_module=CHAOS_WORKER)
   assert [name for _, name in chaos_launched(launches)].count(
       'width-16_seed-0') == 2
-  assert sweep.sweep_index(tmp_path / 'sw')[0]['status'] == 'completed'
+  assert records.sweep_index(tmp_path / 'sw')[0]['status'] == 'completed'
 
 
 def test_failed_trial_retires_its_worker_and_the_next_reuses_one(
     tmp_path, monkeypatch):
   launches = chaos(monkeypatch, tmp_path, **{'width-16_seed-0': 'raise'})
-  monkeypatch.setattr(sweep, 'MAX_TRIALS_PER_PROCESS', 2)
-  trials = sweep.expand_grid({'width': ['16', '24', '32', '40']}, [0],
-                             tiny_base())
-  results = sweep.run_sweep(trials, tmp_path / 'sw',
-                            worker_module=CHAOS_WORKER)
+  monkeypatch.setattr(pool, 'MAX_TRIALS_PER_PROCESS', 2)
+  trials = grid_lib.expand_grid({'width': ['16', '24', '32', '40']}, [0],
+                                tiny_base())
+  results = pool.run_sweep(trials, tmp_path / 'sw',
+                           worker_module=CHAOS_WORKER)
   assert [r.status for r in results] == ['failed'] + ['completed'] * 3
   assert results[0].returncode == 1 and 'chaos: raise' in results[0].error
   assert 'line 30' in results[0].log_tail
@@ -414,9 +416,9 @@ def test_failed_trial_retires_its_worker_and_the_next_reuses_one(
 def test_hung_trial_in_a_worker_is_killed_with_its_group(tmp_path,
                                                          monkeypatch):
   chaos(monkeypatch, tmp_path, **{'seed-1': 'hang'})
-  trials = sweep.expand_grid({}, [0, 1], tiny_base())
-  before, hung = sweep.run_sweep(trials, tmp_path / 'sw', timeout_s=30,
-                                 worker_module=CHAOS_WORKER)
+  trials = grid_lib.expand_grid({}, [0, 1], tiny_base())
+  before, hung = pool.run_sweep(trials, tmp_path / 'sw', timeout_s=30,
+                                worker_module=CHAOS_WORKER)
   assert before.status == 'completed', before.log_tail
   assert hung.status == 'failed' and 'timed out' in hung.error
   pids = [int(p) for p in (tmp_path / 'pids').read_text().split()]
@@ -427,10 +429,10 @@ def test_hung_trial_is_killed_with_its_process_group(tmp_path):
   pids = tmp_path / 'pids'
   python, _ = fake_python(
       tmp_path, f'  *)\n    sleep 600 & echo $! $$ > {pids}; wait;;\n')
-  trials = sweep.expand_grid({}, [0], tiny_base())
+  trials = grid_lib.expand_grid({}, [0], tiny_base())
   start = time.monotonic()
-  [result] = sweep.run_sweep(trials, tmp_path / 'sw', python=python,
-                             timeout_s=2, fresh_process=True)
+  [result] = pool.run_sweep(trials, tmp_path / 'sw', python=python,
+                            timeout_s=2, fresh_process=True)
   assert time.monotonic() - start < 30
   assert result.status == 'failed' and 'timed out' in result.error
   assert not wait_gone([int(p) for p in pids.read_text().split()], 10)
@@ -472,7 +474,7 @@ def test_sigterm_stops_every_trial(tmp_path, mode):
     if proc.poll() is None:
       proc.kill()
   assert not wait_gone([p.pid for p in tree], 10)
-  index = sweep.sweep_index(tmp_path / 'long')
+  index = records.sweep_index(tmp_path / 'long')
   assert [row['status'] for row in index] == ['interrupted'] * 2
 
 
@@ -481,7 +483,7 @@ def test_sigterm_stops_every_trial(tmp_path, mode):
     ('zzz', None)])
 def test_unknown_grid_key_suggests_the_closest_field(key, hint):
   with pytest.raises(config_lib.ConfigError) as e:
-    sweep.expand_grid({key: ['1']}, [0], tiny_base())
+    grid_lib.expand_grid({key: ['1']}, [0], tiny_base())
   assert e.value.field == 'grid'
   if hint:
     assert str(e.value).endswith(hint)

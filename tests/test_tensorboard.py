@@ -23,9 +23,12 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import metadata as hp_metadata
 import tensorflow as tf
 
+from tff_localsgd import board
 from tff_localsgd import config as config_lib
-from tff_localsgd import sweep
-from tff_localsgd.analysis import board
+from tff_localsgd import rundir
+from tff_localsgd.sweep import grid as grid_lib
+from tff_localsgd.sweep import hparams
+from tff_localsgd.sweep import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--num_examples=16', '--input_dim=4', '--num_clients=2',
@@ -44,7 +47,7 @@ ALL_STATUSES = ['STATUS_UNKNOWN', 'STATUS_SUCCESS', 'STATUS_FAILURE',
 def tiny_trials(grid, **base):
   values = dict(num_examples=16, input_dim=4, num_clients=2, batch_size=2,
                 rounds=2, **base)
-  return sweep.expand_grid(grid, [0], dataclasses.asdict(
+  return grid_lib.expand_grid(grid, [0], dataclasses.asdict(
       config_lib.ExperimentConfig(**values)))
 
 
@@ -59,8 +62,8 @@ def write_png(path):
 
 def test_trial_hparams_are_every_result_field_with_integers_as_text():
   trial = tiny_trials({'width': ['8']})[0]
-  values = sweep.trial_hparams(trial)
-  assert set(values) == set(config_lib.FIELDS) - set(sweep.NOT_HPARAMS)
+  values = hparams.trial_hparams(trial)
+  assert set(values) == set(config_lib.FIELDS) - set(hparams.NOT_HPARAMS)
   for name in ('engine', 'workers', 'root_dir', 'experiment', 'data_dir',
                'checkpoint_every'):
     assert name not in values
@@ -71,10 +74,10 @@ def test_trial_hparams_are_every_result_field_with_integers_as_text():
 
 
 def test_hparams_root_is_the_suite_or_the_sweeps_parent(tmp_path):
-  assert sweep.hparams_root(tmp_path / 'runs' / 's') == str(tmp_path / 'runs')
+  assert hparams.hparams_root(tmp_path / 'runs' / 's') == str(tmp_path / 'runs')
   (tmp_path / 'provenance.json').write_text('{}')
-  assert sweep.hparams_root(tmp_path / 'E1' / 'g') == str(tmp_path)
-  assert sweep.hparams_root(tmp_path / 'runs' / 's') == str(tmp_path)
+  assert hparams.hparams_root(tmp_path / 'E1' / 'g') == str(tmp_path)
+  assert hparams.hparams_root(tmp_path / 'runs' / 's') == str(tmp_path)
 
 
 def experiment_files(directory):
@@ -90,16 +93,16 @@ def test_sweeps_merge_into_one_experiment_at_the_root(tmp_path):
     hp.hparams_config(hparams=[hp.HParam('width', hp.Discrete([1024]))],
                       metrics=[hp.Metric('final/train/loss')])
   writer.close()
-  sweep.write_hparams_config(tiny_trials({'width': ['8', '64']}),
-                             str(tmp_path / 'x'))
-  sweep.write_hparams_config(
+  hparams.write_hparams_config(tiny_trials({'width': ['8', '64']}),
+                               str(tmp_path / 'x'))
+  hparams.write_hparams_config(
       tiny_trials({'local_steps': ['1', '5']}, width=16), str(tmp_path / 'y'))
   files = experiment_files(tmp_path)
   assert len(files) == 1 and os.path.dirname(files[0]) == str(tmp_path)
-  infos = {i.name: i for i in sweep._read_experiment(files[0]).hparam_infos}
+  infos = {i.name: i for i in hparams._read_experiment(files[0]).hparam_infos}
 
   def domain(name):
-    return [sweep._value(name, v) for v in infos[name].domain_discrete.values]
+    return [hparams._value(name, v) for v in infos[name].domain_discrete.values]
 
   assert domain('width') == ['8', '16', '64', '1024']  # by value, as text
   assert domain('local_steps') == ['1', '5', '10']
@@ -110,16 +113,16 @@ def test_sweeps_merge_into_one_experiment_at_the_root(tmp_path):
 
 def test_a_suite_absorbs_the_experiment_of_its_runs_dir(tmp_path):
   # Docker's /out: a sweep under runs/ before the suite, then the suite.
-  sweep.write_hparams_config(tiny_trials({'width': ['8']}),
-                             str(tmp_path / 'runs' / 's'))
+  hparams.write_hparams_config(tiny_trials({'width': ['8']}),
+                               str(tmp_path / 'runs' / 's'))
   assert [os.path.dirname(f) for f in experiment_files(tmp_path)] == [
       str(tmp_path / 'runs')]
   (tmp_path / 'provenance.json').write_text('{}')
-  sweep.write_hparams_config(tiny_trials({'width': ['32']}),
-                             str(tmp_path / 'E1' / 'g'))
+  hparams.write_hparams_config(tiny_trials({'width': ['32']}),
+                               str(tmp_path / 'E1' / 'g'))
   files = experiment_files(tmp_path)
   assert [os.path.dirname(f) for f in files] == [str(tmp_path)]
-  infos = {i.name: i for i in sweep._read_experiment(files[0]).hparam_infos}
+  infos = {i.name: i for i in hparams._read_experiment(files[0]).hparam_infos}
   assert [v.string_value for v in infos['width'].domain_discrete.values] == [
       '8', '32']
 
@@ -145,7 +148,7 @@ def test_a_trial_session_replaces_an_older_one(tmp_path):
   (trial_dir / 'summary.json').write_text(json.dumps(dict(
       status='completed', rounds_completed=2, wall_time_s=30.0,
       final={'train/loss': 0.5})))
-  sweep.write_trial_hparams(trial, str(trial_dir), json.loads(
+  hparams.write_trial_hparams(trial, str(trial_dir), json.loads(
       (trial_dir / 'summary.json').read_text()))
   files = os.listdir(trial_dir)
   assert [f.endswith('.hparams-session') for f in files
@@ -260,26 +263,26 @@ def test_experiment_has_the_hparams_of_both_sweeps(server):
   experiment = post(f'{server}/data/plugin/hparams/experiment',
                     {'experimentName': ''})
   infos = {i['name']: i for i in experiment['hparamInfos']}
-  assert set(infos) == set(config_lib.FIELDS) - set(sweep.NOT_HPARAMS)
+  assert set(infos) == set(config_lib.FIELDS) - set(hparams.NOT_HPARAMS)
   assert infos['width']['domainDiscrete'] == ['8', '16']
   assert infos['local_steps']['domainDiscrete'] == ['2', '3']
   assert infos['width']['differs'] and infos['local_steps']['differs']
   assert not infos['algorithm']['differs']
   assert [m['name']['tag'] for m in experiment['metricInfos']] == list(
-      sweep.FINAL_METRICS)
+      records.FINAL_METRICS)
 
 
 def test_every_trial_shows_with_its_hparams_and_real_times(server, logdir):
   groups = {g['name']: g for g in session_groups(server)}
   assert sorted(groups) == TRIALS  # two width-8_seed-0, not merged
   for name, group in groups.items():
-    hparams = group['hparams']
-    assert set(hparams) == set(config_lib.FIELDS) - set(sweep.NOT_HPARAMS)
-    assert hparams['local_steps'] == ('3' if name.startswith('b/') else '2')
-    assert hparams['width'] == name.split('/')[-1].split('_')[0][6:]
-    assert hparams['seed'] == '0' and hparams['num_examples'] == '16'
+    values = group['hparams']
+    assert set(values) == set(config_lib.FIELDS) - set(hparams.NOT_HPARAMS)
+    assert values['local_steps'] == ('3' if name.startswith('b/') else '2')
+    assert values['width'] == name.split('/')[-1].split('_')[0][6:]
+    assert values['seed'] == '0' and values['num_examples'] == '16'
     trial_dir = os.path.join(logdir['root'], name)
-    summary = json.load(open(os.path.join(trial_dir, 'summary.json')))
+    summary = rundir.RunDir(path=trial_dir).read_summary()
     session, = group['sessions']
     assert session['status'] == 'STATUS_SUCCESS'
     # Training's real span (summary.json is written last), not the moment

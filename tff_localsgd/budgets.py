@@ -26,7 +26,7 @@ import math
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
-from tff_localsgd import sweep
+from tff_localsgd.sweep import grid
 from tff_localsgd import training
 
 # Every client needs this many examples: one example makes a client's
@@ -100,16 +100,16 @@ class Budget:
     return not self.why
 
 
-def _with_rounds(trial: sweep.Trial, rounds: int) -> sweep.Trial:
+def _with_rounds(trial: grid.Trial, rounds: int) -> grid.Trial:
   flags = tuple(f'--rounds={rounds}' if f.startswith('--rounds=') else f
                 for f in trial.flags)
   return dataclasses.replace(trial, flags=flags)
 
 
-def check_data(trial: sweep.Trial, where: str):
+def check_data(trial: grid.Trial, where: str):
   """The trial's data and partition, without its model: ConfigError names
   the trial if a client would be empty or hold < MIN_CLIENT_EXAMPLES."""
-  config = config_lib.ExperimentConfig.from_dict(sweep.trial_config(trial))
+  config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
   with _naming(trial, where):
     data = data_lib.load_federated_data(config)
   small = [i for i, size in enumerate(data.client_sizes)
@@ -133,11 +133,11 @@ def _naming(trial, where):
         e.field, f'{where}/{trial.name}: {message}') from None
 
 
-def _setup(trial: sweep.Trial, where: str) -> training.Setup:
+def _setup(trial: grid.Trial, where: str) -> training.Setup:
   """The trial built up to its prediction; ConfigError names the trial.
   The lockstep memory check is left to the trial: the plan reports the
   footprint instead, for this machine and for the stated GPU."""
-  config = config_lib.ExperimentConfig.from_dict(sweep.trial_config(trial))
+  config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
   check_data(trial, where)
   with _naming(trial, where):
     return training.Setup.prepare(config, check_memory=False)
@@ -159,7 +159,7 @@ def _rounds(setup, factor):
   return max(1, math.ceil(factor * t_pred)), t_pred, ''
 
 
-def budget(trial: sweep.Trial, factor: float, where: str) -> Budget:
+def budget(trial: grid.Trial, factor: float, where: str) -> Budget:
   """The trial's Budget (module doc). factor <= 0 keeps its rounds."""
   setup = _setup(trial, where)
   rounds, t_pred, why = _rounds(setup, factor)

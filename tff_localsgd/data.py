@@ -47,9 +47,10 @@ random order (not sorted, not grouped by class). A client left without
 examples raises `ConfigError` instead of being patched.
 
 Randomness: every purpose has its own stream,
-`np.random.default_rng(np.random.SeedSequence([config.seed, STREAM]))`, so the
-same config gives bit-identical arrays, and e.g. changing the partition does
-not change the data.
+`np.random.default_rng(np.random.SeedSequence([config.seed, STREAM, ...]))`
+(`stream`), so the same config gives bit-identical arrays, and e.g. changing
+the partition does not change the data. The stream ids of the whole package
+are defined here, and only here.
 """
 
 import dataclasses
@@ -61,10 +62,11 @@ import numpy as np
 from tff_localsgd import files
 from tff_localsgd.config import ConfigError
 
-# Stream ids: one independent random stream per purpose.
+# Stream ids: one independent random stream per purpose, for the package.
 DATA_STREAM = 1  # synthetic generation, test split, subsampling
 PARTITION_STREAM = 2  # client assignment
 DISTANCE_STREAM = 3  # subsample for min_pairwise_distance
+COHORT_STREAM = 4  # round t's cohort S_t: stream(seed, COHORT_STREAM, t)
 PROBE_STREAM = 5  # the probe set of the diagnostics
 
 TEACHER_WIDTH = 64
@@ -157,9 +159,10 @@ def probe_set(data: FederatedData, size: int, seed: int) -> np.ndarray:
   return x[np.sort(stream(seed, PROBE_STREAM).choice(len(x), size, replace=False))]
 
 
-def stream(seed: int, purpose: int) -> np.random.Generator:
-  """The random stream for one purpose, independent of the others."""
-  return np.random.default_rng(np.random.SeedSequence([seed, purpose]))
+def stream(seed: int, purpose: int, *keys: int) -> np.random.Generator:
+  """The random stream for one purpose (and keys within it, e.g. a round),
+  independent of the others."""
+  return np.random.default_rng(np.random.SeedSequence([seed, purpose, *keys]))
 
 
 def load_federated_data(config) -> FederatedData:

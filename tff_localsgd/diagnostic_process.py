@@ -52,6 +52,7 @@ from tff_localsgd import data as data_lib
 from tff_localsgd import models
 from tff_localsgd import packing
 from tff_localsgd import process as process_lib
+from tff_localsgd import results
 
 DRIFT_STEP_METRICS = ('grad_diff', 'grad_diff_rel', 'smooth_eff',
                       'nonsmooth_frac')
@@ -451,14 +452,15 @@ class Diagnostics:
     return [self.model.measure_model] + (
         [self.measured_next] if self.measured_next else [])
 
-  def train_round(self, weights, cohort_data):
-    """A diagnostic round: (w^{t+1}, metrics, histograms, step rows, the
-    evaluation sums of w^t or None: the measured round's `start`)."""
+  def train_round(self, weights, cohort_data) -> results.TrainedRound:
+    """A diagnostic round from w^t: w^{t+1} with its metrics, histograms,
+    step rows, and the evaluation sums of w^t (the measured round's
+    `start`; the lockstep round computes none)."""
     if self.lockstep is None:
       weights, out = self.measured_next(weights, self.proc.pack(cohort_data))
       metrics = {'train/local_loss': float(out['local_loss']),
                  'drift/grad_diff_vs_start': float(out['grad_diff_vs_start'])}
-      return weights, metrics, {}, (), out.get('start')
+      return results.TrainedRound(weights, metrics, start=out.get('start'))
     weights, summary, per_client = self.lockstep.next(
         weights, cohort_data, steps_per_call=self.steps_per_call)
     steps = summary['steps']
@@ -475,7 +477,7 @@ class Diagnostics:
       step_rows = tuple({'local_step': k, **{name: float(step[name])
                                              for name in step}}
                         for k, step in enumerate(steps))
-    return weights, metrics, histograms, step_rows, None
+    return results.TrainedRound(weights, metrics, histograms, step_rows)
 
   def measure_model(self, weights, all_clients, round_num):
     """Diagnostics of the averaged model w^t: lazy/*, ntk/*, train/grad_norm."""

@@ -229,7 +229,7 @@ METRICS = (
            '{‖∇F_i(w_i^{t,K}) − ∇F_i(w^t)‖}, i ∈ S_t',
            'each client\'s gradient change over the round', file=None,
            histogram=True),
-    # A sweep's trial results (tff_localsgd/sweep.py: HParams metrics).
+    # A sweep's trial results (tff_localsgd/sweep/hparams.py: HParams metrics).
     Metric('final/train/loss', 'F(w^T), T the last round',
            'train/loss at the end of the trial', file=None),
     Metric('final/rounds_to_eps',

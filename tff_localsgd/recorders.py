@@ -1,4 +1,6 @@
-"""Writers at the edge: TensorBoard, metrics.csv, JSON. All files atomically.
+"""The files of a run, without TensorFlow: metrics.csv, JSON, checkpoints,
+and reading them back. All files are written atomically. (TensorBoard's
+event files: tff_localsgd/board.py.)
 
 A reader (TensorBoard, the report, a user's script) never sees a half-written
 CSV or JSON file: each is written to a temporary file in the same directory
@@ -13,9 +15,7 @@ import math
 import os
 
 import numpy as np
-import tensorflow as tf
 
-from tff_localsgd import metrics
 from tff_localsgd.files import atomic_write  # also recorders.atomic_write
 
 
@@ -85,64 +85,6 @@ def read_metrics(path) -> list:
   """The rows of a metrics.csv, as dicts of strings ('' where not measured)."""
   with open(path, newline='') as f:
     return list(csv.DictReader(f))
-
-
-def truncate_events(logdir: str, keep):
-  """Rewrites the event files in logdir keeping only the events for which
-  keep(event) is true: a resumed run drops what the killed run wrote after
-  its last checkpoint, so TensorBoard shows one continuous curve."""
-  for path in glob.glob(os.path.join(logdir, 'events.out.tfevents.*')):
-    tmp = path + '.truncating'
-    with tf.io.TFRecordWriter(tmp) as writer:
-      for record in tf.data.TFRecordDataset(path):
-        event = tf.compat.v1.Event.FromString(record.numpy())
-        if keep(event):
-          writer.write(record.numpy())
-    os.replace(tmp, path)
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-class TensorBoardRecorder:
-  """Scalars and text summaries in <run dir>/ as TF2 event files."""
-
-  def __init__(self, logdir: str):
-    self._writer = tf.summary.create_file_writer(logdir)
-    self._described = set()
-
-  def _description(self, tag: str):
-    """A tag of metrics' table carries its description in its first event of
-    this writer only: TensorBoard reads a tag's metadata from its first
-    event, and TF2 writes the metadata into every event."""
-    row = None if tag in self._described else metrics.find(tag)
-    self._described.add(tag)
-    return row.description if row else None
-
-  def scalars(self, step: int, values: dict):
-    """Scalars at step; one beyond float32's range is written as +-inf
-    (tf.summary.scalar is float32 and raises on it: a predicted curve of a
-    step past the edge of stability grows that large)."""
-    with self._writer.as_default(step=step):
-      for tag, value in values.items():
-        if abs(value) > FLOAT32_MAX:
-          value = math.copysign(math.inf, value)
-        tf.summary.scalar(tag, value, description=self._description(tag))
-    self._writer.flush()
-
-  def histograms(self, step: int, values: dict):
-    with self._writer.as_default(step=step):
-      for tag, value in values.items():
-        tf.summary.histogram(tag, value, description=self._description(tag))
-    self._writer.flush()
-
-  def text(self, tag: str, markdown: str):
-    with self._writer.as_default(step=0):
-      tf.summary.text(tag, markdown)
-    self._writer.flush()
-
-  def close(self):
-    self._writer.close()
 
 
 class CheckpointError(RuntimeError):

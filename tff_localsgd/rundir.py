@@ -7,18 +7,22 @@
     summary.json            status, initial and final metrics, versions, ...
     checkpoints/            the weights after the newest rounds
     worker.log              the TFF worker's own output
+    trial.json              in a sweep: the trial and its outcome
+                            (tff_localsgd/sweep/records.py)
     .lock                   held (flock) by the one process writing the run
 
-`RunDir` owns the policy (new, resume, completed or overwrite), the lock,
-writing a `training.RoundResult` (the one place where a metric tag becomes a
-column), checkpoints, the summary, and reading a finished run back.
+`RunDir` is the only code that opens these files. It owns the policy (new,
+resume, completed or overwrite: `begin`), the lock, writing a
+`results.RoundResult` (the one place where a metric tag becomes a column),
+checkpoints, the summary, and reading a run back (`eps_target`: eps F_0).
+It imports no TensorFlow: the live run gives it a TensorBoard writer
+(tff_localsgd/board.py) to write the event files with; a reader needs none.
 """
 
 import dataclasses
 import errno
 import fcntl
 import os
-import platform
 import shutil
 
 from tff_localsgd import config as config_lib
@@ -32,6 +36,7 @@ SUMMARY_JSON = 'summary.json'
 CONFIG_JSON = 'config.json'
 CHECKPOINTS = 'checkpoints'
 WORKER_LOG = 'worker.log'
+TRIAL_JSON = 'trial.json'
 LOCK = '.lock'
 STEP_PREFIX = metrics_lib.STEP_PREFIX  # TensorBoard step (t-1) K + k
 
@@ -40,26 +45,19 @@ class BusyError(config_lib.ConfigError):
   """Another live process holds the directory's lock."""
 
 
-def versions() -> dict:
-  """The versions of Python and the numerical stack in this process."""
-  import numpy as np  # here: readers of a run need not load TF eagerly
-  import tensorflow as tf
-  import tensorflow_federated as tff
-  return dict(python=platform.python_version(), tensorflow=tf.__version__,
-              tensorflow_federated=tff.__version__, numpy=np.__version__)
-
-
 class DirectoryLock:
   """flock on <directory>/.lock: one writing process per directory.
 
   The kernel drops the lock when its holder dies, even by SIGKILL, so a
   stale lock file never blocks a resume. `flag` names what to change in the
-  error (e.g. 'experiment').
+  error (e.g. 'experiment'). blocking: wait for the holder instead (two
+  sweeps merging their hparams into one logdir take turns).
   """
 
-  def __init__(self, directory: str, flag: str):
+  def __init__(self, directory: str, flag: str, blocking: bool = False):
     self.path = os.path.join(directory, LOCK)
     self.flag = flag
+    self.blocking = blocking
     self._fd = None
 
   def acquire(self):
@@ -68,7 +66,8 @@ class DirectoryLock:
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else
+                                       fcntl.LOCK_NB))
     except OSError as e:
       holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
       os.close(fd)
@@ -105,15 +104,61 @@ def _keep_until(round_num, local_steps):
   return keep
 
 
+class _NoBoard:
+  """A RunDir's TensorBoard writer when it has none: writes nothing."""
+
+  def __init__(self, logdir):
+    del logdir
+
+  @staticmethod
+  def truncate_events(logdir, keep):
+    del logdir, keep
+
+  def scalars(self, step, values):
+    del step, values
+
+  histograms = scalars
+
+  def text(self, tag, markdown):
+    del tag, markdown
+
+  def close(self):
+    pass
+
+
+def zero_loss(summary: dict):
+  """F_0 = (1/2n) sum_j ||y_j||^2, the zero predictor's loss, from a run's
+  summary (the top-level zero_predictor_loss, else the theory's), or None
+  when the run did not record it."""
+  zero = recorders.to_number(summary.get('zero_predictor_loss'))
+  if zero is None:
+    zero = recorders.to_number((summary.get('theory') or {}).get(
+        'zero_predictor_loss'))
+  return zero
+
+
+def eps_target(config: dict, summary: dict):
+  """eps F_0, the loss a run must reach: eps from its config, F_0 from its
+  summary (zero_loss); None when either is missing."""
+  zero, eps = zero_loss(summary), config.get('eps')
+  return None if eps is None or zero is None else float(eps) * zero
+
+
 class RunDir:
   """<root_dir>/<experiment>/ of one config (or, to read or clear a run, of
-  a path alone)."""
+  a path alone).
 
-  def __init__(self, config=None, path: str | None = None):
+  board: the TensorBoard writer class of a live run
+  (board.TensorBoardRecorder); without it, a run is written without event
+  files (a test's, or a reader's that writes nothing).
+  """
+
+  def __init__(self, config=None, path: str | None = None, board=None):
     self.config = config
     self.path = path or os.path.join(os.path.expanduser(config.root_dir),
                                      config.experiment)
     self._lock = DirectoryLock(self.path, 'experiment')
+    self._board_type = board or _NoBoard
     self._board = self._csv = self._step_csv = None
 
   def file(self, name: str) -> str:
@@ -152,6 +197,16 @@ class RunDir:
     """Held while this process writes the run; BusyError if another does."""
     return self._lock.acquire()
 
+  def begin(self, overwrite: bool) -> str:
+    """Locks the directory and decides what to do with it: 'new' (cleared
+    first if `overwrite`), 'resume' or 'completed' (leave it as it is).
+    Raises BusyError, or ConfigError (state) for a run of other flags."""
+    self.lock()
+    if overwrite:
+      self.clear()
+      return 'new'
+    return self.state()
+
   def clear(self):
     """--overwrite: removes everything the directory holds but the lock."""
     if not os.path.isdir(self.path):
@@ -180,7 +235,7 @@ class RunDir:
     recorders.write_json(self.file(CONFIG_JSON),
                          dataclasses.asdict(self.config))
     kept = resumed[0] if resumed else None
-    recorders.truncate_events(self.path, _keep_until(
+    self._board_type.truncate_events(self.path, _keep_until(
         -1 if kept is None else kept, self.config.local_steps))
     if kept is None:
       for name in (METRICS_CSV, STEPS_CSV, SUMMARY_JSON):
@@ -191,7 +246,7 @@ class RunDir:
     self._step_csv = recorders.MetricsCSV(self.file(STEPS_CSV),
                                           ['round', 'local_step'],
                                           up_to_round=kept)
-    self._board = recorders.TensorBoardRecorder(self.path)
+    self._board = self._board_type(self.path)
     if kept is None:
       self._board.text('config', '```\n' + self.config.to_json() + '\n```')
     return resumed
@@ -216,6 +271,9 @@ class RunDir:
   def write_summary(self, summary: dict):
     recorders.write_json(self.file(SUMMARY_JSON), summary)
 
+  def write_trial(self, record: dict):
+    recorders.write_json(self.file(TRIAL_JSON), record)
+
   def close(self):
     if self._board is not None:
       self._board.close()
@@ -230,21 +288,22 @@ class RunDir:
   def read_summary(self):
     return recorders.read_json(self.file(SUMMARY_JSON))
 
+  def read_trial(self):
+    """trial.json, or None: not a sweep's trial (or not yet)."""
+    return recorders.read_json(self.file(TRIAL_JSON))
+
   def eps_target(self):
-    """eps F_0 (config.json's eps, summary.json's zero_predictor_loss), or
-    None for a run that recorded no F_0."""
-    eps = (self.read_config() or {}).get('eps')
-    zero = recorders.to_number(
-        (self.read_summary() or {}).get('zero_predictor_loss'))
-    return None if eps is None or zero is None else eps * zero
+    """eps F_0 of this run (eps_target), or None."""
+    return eps_target(self.read_config() or {}, self.read_summary() or {})
 
   def rounds_to_eps(self):
     """The first round with train/loss <= eps F_0, or None."""
     target, rows = self.eps_target(), self.read_rows()
     if target is None:
       return None
+    loss = metrics_lib.column('train/loss')
     return outcomes.rounds_to_eps([r['round'] for r in rows],
-                                  [r.get('train_loss') for r in rows], target)
+                                  [r.get(loss) for r in rows], target)
 
   def read_rows(self, name: str = METRICS_CSV) -> list:
     """The rows of metrics.csv (or drift_steps.csv) as {column: float or

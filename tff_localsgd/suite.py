@@ -39,7 +39,7 @@ The design, from the theory (tff_localsgd/theory.py, docs/theory.md):
 
 import dataclasses
 
-from tff_localsgd import sweep
+from tff_localsgd.sweep import grid as sweep  # the grid alone: no TF
 
 PRESETS = ('smoke', 'quick', 'paper')
 

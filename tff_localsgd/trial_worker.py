@@ -1,16 +1,17 @@
 """A sweep's trial worker: one long-lived process that trains trial after
-trial (trainer.train, as `benchmarks.train --overwrite` does), so TensorFlow's
+trial (driver.train, as `benchmarks.train --overwrite` does), so TensorFlow's
 and TFF's import, and the native engine's TFF worker (native.kept_worker),
 are paid once per process instead of once per trial.
 
-    python -m benchmarks.trial_worker    # started by tff_localsgd/sweep.py
+    python -m benchmarks.trial_worker    # started by tff_localsgd/sweep/pool.py
 
 Protocol, one JSON object per line:
   stdin   {"name": ..., "config": {every ExperimentConfig field}, "log": path}
   stdout  {"name": ..., "exit_code": n, "error": "..."} once the trial is done
 While a trial runs, file descriptors 1 and 2 point at its log (appended);
-between trials, at the process's stderr. Exit codes are benchmarks.train's:
-0 completed, 3 diverged, 2 bad input, 1 an exception, 130 stopped. After a
+between trials, at the process's stderr. Exit codes are benchmarks.train's
+(results.py): 0 completed, 3 diverged, 2 bad input, 1 an exception, 130
+stopped. After a
 trial that neither completed nor diverged the process exits with its code,
 so the sweep runs the next trial in a fresh process and nothing a failed
 trial left behind is reused. SIGINT/SIGTERM during a trial stop it after its
@@ -30,11 +31,10 @@ import psutil
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import engines
-from tff_localsgd import trainer
+from tff_localsgd import driver
+from tff_localsgd import results
 from tff_localsgd.engines import native
 
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
 # The kept TFF worker grows by ~80 MiB per trial at m = 1024 (measured: 75
 # MiB -> 753 MiB over 16 trials of m = 64, 256, 1024); above this it is
 # replaced between trials (~0.9 s).
@@ -42,13 +42,13 @@ KEPT_WORKER_MAX_BYTES = 1 << 30
 
 
 class _Signals:
-  """SIGINT/SIGTERM: during a trial, trainer.stop_on_signals' stop (finish
+  """SIGINT/SIGTERM: during a trial, driver.stop_on_signals' stop (finish
   the round, checkpoint); between trials, KeyboardInterrupt at once."""
 
   def __init__(self):
     self.stop = threading.Event()
     self.busy = False
-    trainer.stop_on_signals(self.stop)
+    driver.stop_on_signals(self.stop)
     self._trial_handler = signal.getsignal(signal.SIGTERM)
     for sig in (signal.SIGINT, signal.SIGTERM):
       signal.signal(sig, self._handle)
@@ -62,9 +62,9 @@ class _Signals:
 def train_trial(request: dict, stop: threading.Event,
                 startup_s: float) -> int:
   """Trains the request's config into its run directory, from scratch; the
-  exit code benchmarks.train would return. Raises trainer.BadInput."""
+  exit code benchmarks.train would return. Raises driver.BadInput."""
   config = config_lib.ExperimentConfig(**request['config'])
-  outcome = trainer.train(config, overwrite=True, stop=stop,
+  outcome = driver.train(config, overwrite=True, stop=stop,
                           startup_s=startup_s)
   return outcome.exit_code
 
@@ -87,12 +87,12 @@ def _run_one(run_trial, request, signals, startup_s) -> tuple:
   signals.busy = True
   try:
     return run_trial(request, signals.stop, startup_s), ''
-  except trainer.BadInput as e:
+  except driver.BadInput as e:
     print(f'error: {e}', file=sys.stderr)
-    return EXIT_BAD_INPUT, str(e)
+    return results.EXIT_BAD_INPUT, str(e)
   except Exception as e:  # pylint: disable=broad-except
     traceback.print_exc()
-    return EXIT_ERROR, repr(e)
+    return results.EXIT_ERROR, repr(e)
   finally:
     signals.busy = False
     _into(home)
@@ -135,14 +135,14 @@ def _serve(run_trial, replies, signals, kept) -> int:
     kept.ensure(request)  # its output: our stderr
     # The first trial pays for the process's start-up (the first request
     # is sent as the process starts: no idle time in it).
-    startup_s = trainer.process_age_s() if first else 0.0
+    startup_s = driver.process_age_s() if first else 0.0
     first = False
     code, error = _run_one(run_trial, request, signals, startup_s)
     replies.write(json.dumps(dict(name=request['name'], exit_code=code,
                                   error=error)) + '\n')
     kept.check()
-    if code not in trainer.EXIT_CODES.values() or signals.stop.is_set():
-      return code or trainer.EXIT_STOPPED
+    if results.done_status(code) is None or signals.stop.is_set():
+      return code or results.EXIT_STOPPED
   return 0
 
 
@@ -159,6 +159,6 @@ def serve(run_trial=train_trial) -> int:
   try:
     return _serve(run_trial, replies, signals, kept)
   except KeyboardInterrupt:
-    return trainer.EXIT_STOPPED
+    return results.EXIT_STOPPED
   finally:
     kept.close()

@@ -3,6 +3,10 @@
 Reads only what the runs and `benchmarks.reproduce` wrote: trial
 directories, provenance.json, determinism.json, suite.json. Every file is
 written atomically, so an interrupted report leaves the previous one intact.
+Imports no TensorFlow: a report is rebuilt from copied run directories with
+numpy, scipy and matplotlib alone (its TensorBoard summaries:
+tff_localsgd/reporting.py). Paths in results.json are relative to the
+suite directory, so a committed report names no machine's paths.
 """
 
 import collections
@@ -11,9 +15,8 @@ import os
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
+from tff_localsgd import results as results_lib
 from tff_localsgd import suite as suite_lib
-from tff_localsgd import training
-from tff_localsgd.analysis import board
 from tff_localsgd.analysis import claims as claims_lib
 from tff_localsgd.analysis import figures
 from tff_localsgd.analysis import runs as runs_lib
@@ -62,14 +65,31 @@ _TARGET = (
 
 
 def _claim_lines(claims, written) -> list:
+  """The claims table; claims: results.json's (dicts)."""
   lines = ['## Claims', '',
            '| id | claim | measured | criterion | verdict | figure |',
            '|---|---|---|---|---|---|']
   for c in claims:
-    fig = f'[{c.figure}]({c.figure})' if c.figure in written else '-'
-    lines.append(f'| {c.id} | {_cell(c.claim)} | {_cell(c.statistic)} | '
-                 f'{_cell(c.criterion)} | **{c.verdict}** | {fig} |')
+    fig = f'[{c["figure"]}]({c["figure"]})' if c['figure'] in written else '-'
+    lines.append(f'| {c["id"]} | {_cell(c["claim"])} | '
+                 f'{_cell(c["statistic"])} | {_cell(c["criterion"])} | '
+                 f'**{c["verdict"]}** | {fig} |')
   return lines
+
+
+def claims_table(results: dict) -> str:
+  """The claims table of a report's results (Markdown)."""
+  return '\n'.join(_claim_lines(results['claims'], results['figures']))
+
+
+def _trial_config(config: dict, out: str) -> dict:
+  """A trial's config as results.json holds it: an absolute root_dir (a
+  sweep's) relative to the suite directory, so a committed report names no
+  machine's paths."""
+  root = config.get('root_dir')
+  if not (root and os.path.isabs(root)):
+    return config
+  return {**config, 'root_dir': os.path.relpath(root, os.path.abspath(out))}
 
 
 def _figure_lines(written) -> list:
@@ -86,7 +106,7 @@ def _phase_text(phases, spent) -> str:
   if not phases:
     return ''
   seconds = {k[:-len('_s')]: v for k, v in phases.items() if k.endswith('_s')}
-  inside = sum(phases.get(k, 0.0) for k in training.TRAINING_PHASES)
+  inside = sum(phases.get(k, 0.0) for k in results_lib.TRAINING_PHASES)
   share = (f'; rounds and diagnostics {inside / spent:.0%} of them'
            if spent else '')
   return ('; seconds by phase: ' + ', '.join(
@@ -98,7 +118,7 @@ def _suite_cost_line(info) -> str:
   them inside rounds and diagnostics."""
   if 'wall_time_s' not in info:
     return 'Wall time not recorded.'
-  inside = sum(phases.get(k, 0.0) for k in training.TRAINING_PHASES
+  inside = sum(phases.get(k, 0.0) for k in results_lib.TRAINING_PHASES
                for phases in info.get('phases_s', {}).values())
   core = info['core_s']
   return (f'The suite ran in {info["wall_time_s"]:.0f} s of wall time with '
@@ -171,7 +191,8 @@ def generate(out: str) -> dict:
       f'({", ".join(f"{n} {s}" for s, n in sorted(status.items()))}); '
       + (f'eps = {eps:g}.' if eps else 'eps from each trial\'s config.'),
       '', _INTRO, '', _TARGET, '']
-  lines += _claim_lines(claims, written)
+  claim_dicts = [dataclasses.asdict(c) for c in claims]
+  lines += _claim_lines(claim_dicts, written)
   lines += _figure_lines(written)
   lines += _experiment_lines(preset, runs, info)
   lines += _determinism_lines(determinism)
@@ -188,18 +209,16 @@ def generate(out: str) -> dict:
                  f'{outcome.describe() if outcome else "-"} | '
                  f'`{_flags(r.config)}` |')
   results = {
-      'preset': preset, 'epsilon': eps,
-      'claims': [dataclasses.asdict(c) for c in claims],
-      'provenance': provenance, 'determinism': determinism,
+      'preset': preset, 'epsilon': eps, 'claims': claim_dicts,
+      'figures': written, 'provenance': provenance,
+      'determinism': determinism,
       'trials': [{'experiment': r.experiment, 'group': r.group,
-                  'name': r.name, 'status': r.status, 'config': r.config,
+                  'name': r.name, 'status': r.status,
+                  'config': _trial_config(r.config, out),
                   'outcome': o.to_dict() if o else None}
                  for r, o in zip(runs, outcomes)],
   }
   recorders.write_json(os.path.join(out, 'results.json'), results)
   recorders.atomic_write(os.path.join(out, 'REPORT.md'),
                          '\n'.join(lines) + '\n')
-  board.write_report_summaries(
-      out, '\n'.join(_claim_lines(claims, written)),
-      [os.path.join(out, name) for name in written], figures.CAPTIONS)
   return results

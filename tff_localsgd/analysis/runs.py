@@ -7,16 +7,18 @@ where <group> is one paired setting of the experiment ('all' when there is
 none) and <trial> one point of its grid and one seed.
 
 A run's target is eps F_0 (tff_localsgd/outcomes.py), with eps from its
-config and F_0 = (1/2n) sum_j ||y_j||^2 from its summary: the top-level
-`zero_predictor_loss`, else the theory's (summary['theory']).
+config and F_0 = (1/2n) sum_j ||y_j||^2 from its summary (rundir.eps_target).
+Every file is read through rundir.RunDir; every column name comes from
+metrics.column.
 """
 
 import dataclasses
 import os
 
+from tff_localsgd import metrics
 from tff_localsgd import outcomes
+from tff_localsgd import results
 from tff_localsgd import rundir
-from tff_localsgd import sweep
 
 
 @dataclasses.dataclass
@@ -56,22 +58,18 @@ class Run:
 
   @property
   def zero_loss(self):
-    """F_0, the zero predictor's loss, or None when the run did not record it."""
-    value = self.summary.get('zero_predictor_loss')
-    if value is None and self.theory:
-      value = self.theory.get('zero_predictor_loss')
-    return value
+    """F_0, the zero predictor's loss, or None (rundir.zero_loss)."""
+    return rundir.zero_loss(self.summary)
 
   @property
   def target(self):
     """eps F_0, the loss the run must reach, or None without F_0."""
-    zero, eps = self.zero_loss, self.config.get('eps')
-    return None if zero is None or eps is None else float(eps) * zero
+    return rundir.eps_target(self.config, self.summary)
 
   def outcome(self):
     """outcomes.Outcome of train/loss against the target; None when the
     run has no loss curve or no F_0 (it cannot be judged)."""
-    rounds, losses = self.series('train_loss')
+    rounds, losses = self.series(metrics.column('train/loss'))
     if not rounds or self.target is None:
       return None
     return outcomes.classify(rounds, losses, self.target,
@@ -93,7 +91,7 @@ class Run:
 def finished(runs, experiment, group=None) -> list:
   """The finished runs (completed or diverged) of an experiment and group."""
   return [r for r in runs if r.experiment == experiment and
-          r.status in sweep.DONE and
+          r.status in results.DONE and
           (group is None or r.group == group)]
 
 
@@ -110,9 +108,9 @@ def load_runs(out: str) -> list:
         continue
       for name in sorted(os.listdir(group_dir)):
         path = os.path.join(group_dir, name)
-        if not os.path.exists(os.path.join(path, 'trial.json')):
-          continue  # logs/, hparams, not a trial
         run = rundir.RunDir(path=path)
+        if not os.path.exists(run.file(rundir.TRIAL_JSON)):
+          continue  # logs/, hparams, not a trial
         runs.append(Run(experiment, group, name, path,
                         run.read_config() or {}, run.read_summary() or {},
                         run.read_rows(), run.read_rows(rundir.STEPS_CSV)))

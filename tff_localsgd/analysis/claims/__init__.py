@@ -8,7 +8,7 @@ whose attributes and methods are its criterion, written before the runs it
 judges; the report prints the commit at which each class last changed.
 """
 
-from tff_localsgd import sweep
+from tff_localsgd.sweep import grid
 from tff_localsgd.analysis import runs as runs_lib
 from tff_localsgd.analysis.claims import federated
 from tff_localsgd.analysis.claims import lazy
@@ -31,7 +31,7 @@ def with_missing(runs, steps) -> list:
     for trial in trials:
       if (spec.name, label, trial.name) not in have:
         out.append(runs_lib.Run(spec.name, label, trial.name, '',
-                                sweep.trial_config(trial),
+                                grid.trial_config(trial),
                                 {'status': 'missing'}, []))
   return out
 

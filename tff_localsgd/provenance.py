@@ -1,10 +1,15 @@
-"""Where a result came from: code version, container image, software, hardware."""
+"""Where a result came from: code version, container image, software,
+hardware. Collected by the process that runs the suite (it has TensorFlow),
+written to provenance.json, read back by the report.
+"""
 
 import os
 import platform
 import subprocess
 
-from tff_localsgd import rundir
+import tensorflow as tf
+
+from tff_localsgd import training
 
 
 def _run(cmd, cwd=None) -> str:
@@ -47,7 +52,6 @@ def _gpus() -> list:
       gpus.append(f'{fields[0]}, {fields[1]}, driver {fields[2]}')
   if gpus:
     return gpus
-  import tensorflow as tf  # imported here: the report need not load TF eagerly
   driver = _nvidia_driver() or 'driver unknown'
   for device in tf.config.list_physical_devices('GPU'):
     details = tf.config.experimental.get_device_details(device)
@@ -59,7 +63,6 @@ def _gpus() -> list:
 
 def _tf_build() -> str:
   """The CUDA and cuDNN versions TensorFlow was built against, or 'CPU'."""
-  import tensorflow as tf
   info = tf.sysconfig.get_build_info()
   if not info.get('is_cuda_build'):
     return 'CPU'
@@ -94,7 +97,7 @@ def collect(repo_dir: str) -> dict:
     out['container_base_image'] = os.environ['TFF_LOCALSGD_BASE_IMAGE']
   return {
       **out,
-      **rundir.versions(),
+      **training.versions(),
       'tensorflow_build': _tf_build(),
       'cpu': _cpu_model(),
       'cpu_cores': os.cpu_count(),

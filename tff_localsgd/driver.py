@@ -1,9 +1,12 @@
-"""Train one config into its run directory: what `benchmarks.train` does, as
-a library call, so a sweep's long-lived trial workers (trial_worker.py) write
-exactly what the binary writes.
+"""Drives one run from its config to its exit code: what `benchmarks.train`
+does, as a library call, so a sweep's long-lived trial workers
+(trial_worker.py) write exactly what the binary writes. It checks the input,
+lets the RunDir decide (new, resume, completed), computes the rounds
+(training.py) and records them (recording.py).
 
-    outcome = trainer.train(config, overwrite=True, stop=stop_event)
-    outcome.exit_code   # 0 completed, 3 diverged, 130 stopped by `stop`
+    outcome = driver.train(config, overwrite=True, stop=stop_event)
+    outcome.exit_code   # results.EXIT_CODES: 0 completed, 3 diverged,
+                        # 130 stopped by `stop`
 """
 
 import dataclasses
@@ -17,12 +20,10 @@ import psutil
 from tff_localsgd import config as config_lib
 from tff_localsgd import data as data_lib
 from tff_localsgd import recorders
-from tff_localsgd import rundir
+from tff_localsgd import recording
+from tff_localsgd import results
 from tff_localsgd import training
 from tff_localsgd.engines import remote
-
-EXIT_CODES = {'completed': 0, 'diverged': 3}
-EXIT_STOPPED = 130  # stopped by a signal, after a checkpoint
 
 
 class BadInput(Exception):
@@ -31,7 +32,7 @@ class BadInput(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-  exit_code: int  # EXIT_CODES, or EXIT_STOPPED
+  exit_code: int  # results.exit_code(summary's status)
   summary: dict  # what summary.json says
   path: str  # the run directory
 
@@ -57,24 +58,28 @@ def stop_on_signals(stop: threading.Event):
 
 
 def _prepare(config, overwrite):
-  """(Setup, RunDir locked by this process, its state), or BadInput.
+  """(Setup, RunDir locked by this process, its state: RunDir.begin), or
+  BadInput.
 
   Checks everything before anything is written: flags, data, another
   process on the run directory, a run of other flags in it, the workers.
   """
-  run_dir = rundir.RunDir(config)
+  run_dir = recording.new_run_dir(config)
   try:
     setup = training.Setup.prepare(config)
     if config.engine == 'remote':
       # Before anything is written: an unreachable worker is bad input.
       for channel in remote.check_workers(config.workers.split(',')):
         channel.close()
-    run_dir.lock()
-    state = 'new' if overwrite else run_dir.state()
+    state = run_dir.begin(overwrite)
   except (config_lib.ConfigError, data_lib.DataUnavailableError,
           remote.WorkerUnreachableError) as e:
     run_dir.close()
     raise BadInput(str(e)) from None
+  except OSError as e:  # an impossible root_dir (e.g. under /proc)
+    run_dir.close()
+    raise BadInput(f'--root_dir: cannot write {run_dir.path}: '
+                   f'{e.strerror}') from None
   return setup, run_dir, state
 
 
@@ -91,15 +96,14 @@ def train(config, *, overwrite=False, stop=None,
   tick = time.perf_counter()
   setup, run_dir, state = _prepare(config, overwrite)
   phases = dict(startup_s=startup_s, data_s=time.perf_counter() - tick)
-  if state == 'completed':
+  if state == results.COMPLETED:
     run_dir.close()
     logging.info('%s already completed; nothing to do (--overwrite reruns it)',
                  run_dir.path)
-    return Outcome(0, run_dir.read_summary(), run_dir.path)
-  if overwrite:
-    run_dir.clear()
+    return Outcome(results.EXIT_CODES[state], run_dir.read_summary(),
+                   run_dir.path)
   try:
-    summary = training.run(setup, stop=stop, run_dir=run_dir, phases=phases)
+    summary = recording.run(setup, stop=stop, run_dir=run_dir, phases=phases)
   except (recorders.CheckpointError, remote.WorkerUnreachableError) as e:
     raise BadInput(str(e)) from None
   logging.info('%s: %s after %d rounds, train/loss %s, %.1f s; results in %s',
@@ -107,5 +111,4 @@ def train(config, *, overwrite=False, stop=None,
                summary['rounds_completed'],
                summary['final'].get('train/loss'), summary['wall_time_s'],
                run_dir.path)
-  return Outcome(EXIT_CODES.get(summary['status'], EXIT_STOPPED), summary,
-                 run_dir.path)
+  return Outcome(results.exit_code(summary['status']), summary, run_dir.path)

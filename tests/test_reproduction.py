@@ -1,0 +1,67 @@
+"""The suite's cost model (reproduction.estimate_s, trial_cost) against
+hand computation, its plan text, and the determinism check's choice of
+trial. (The suite end to end: test_reproduce.py.)"""
+
+import pytest
+
+from tff_localsgd import reproduction
+from tff_localsgd import suite as suite_lib
+from tff_localsgd.sweep import grid
+
+BASE = dict(num_examples=64, num_clients=4, local_steps=5, batch_size=16,
+            algorithm='local_gd', depth=1, rounds=10, diag_every=5,
+            width=256)
+
+
+def cost(width, round_s, work):
+  return reproduction.RoundCost(width, startup_s=4.0, fixed_s=2.0,
+                                round_s=round_s, diag_s=0.5, work=work)
+
+
+def test_work_is_example_gradients_times_depth():
+  # Local GD: K n_i per client, 4 clients of 16: 5 * 64; depth 2.
+  assert reproduction._work(dict(BASE, depth=2)) == 5 * 64 * 2
+  # SGD: K B per client: 5 * 16 * 4.
+  assert reproduction._work(dict(BASE, algorithm='local_sgd')) == 5 * 16 * 4
+
+
+def test_estimate_scales_the_work_from_the_nearest_width():
+  work = reproduction._work(BASE)
+  costs = {256: cost(256, 0.1, work), 1024: cost(1024, 0.9, work)}
+  config = dict(BASE, width=512, local_steps=10)  # nearest: 256
+  scale = 2 * (512 / 256) ** 2  # twice the work, (m / m0)^2
+  overhead = 0.1  # the smallest measured round
+  round_s = overhead + scale * (0.1 - overhead)
+  want = 2.0 + 10 * round_s + 2 * scale * 0.5  # 10 rounds, 2 diagnostic
+  assert reproduction.estimate_s(config, costs) == pytest.approx(want)
+  config = dict(BASE, width=1024)  # itself: no scaling
+  assert reproduction.estimate_s(config, costs) == pytest.approx(
+      2.0 + 10 * 0.9 + 2 * 0.5)
+
+
+def test_trial_cost_orders_by_rounds_and_work():
+  trials = grid.expand_grid({'width': ['256', '1024']}, [0],
+                            {k: str(v) for k, v in BASE.items()})
+  small, large = (reproduction.trial_cost(t) for t in trials)
+  work = reproduction._work(BASE)
+  assert small == 10 * (reproduction.ROUND_OVERHEAD_WORK + work * 256 ** 2)
+  assert large == 10 * (reproduction.ROUND_OVERHEAD_WORK + work * 1024 ** 2)
+
+
+def test_plan_lines_total_the_groups_and_the_startups():
+  steps = suite_lib.plan('smoke')[:2]
+  widths = {grid.trial_config(t)['width'] for _, _, ts in steps for t in ts}
+  costs = {m: cost(m, 0.1, 1e4) for m in widths}
+  lines = reproduction.plan_lines(steps, costs, parallel=2)
+  assert len(lines) == len(steps) + len(costs) + 1
+  total = 4.0 * 2 + sum(
+      reproduction.estimate_s(grid.trial_config(t), costs)
+      for _, _, ts in steps for t in ts)
+  assert lines[-1].startswith(f'total ~{total:.0f} trial-seconds')
+
+
+def test_the_determinism_check_needs_the_first_experiments_trial(tmp_path):
+  steps = suite_lib.plan('smoke')
+  assert reproduction.check_widest(str(tmp_path), 'smoke', steps) is None
+  others = [s for s in steps if s[0].name != steps[0][0].name]
+  assert reproduction.check_widest(str(tmp_path), 'smoke', others) is None

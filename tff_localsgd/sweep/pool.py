@@ -1,0 +1,316 @@
+"""Running a sweep: its trials, at most `parallel` at a time, in a pool of
+trial processes, stopped on SIGINT/SIGTERM.
+
+  results = pool.run_sweep(trials, 'runs/demo', parallel=2)
+
+Trials run in `parallel` trial processes (benchmarks.trial_worker), each in
+its own process group, which import TensorFlow and TFF once and train trial
+after trial (a crashed or hung trial cannot take the sweep down, and killing
+the group stops it); a process whose trial did not complete or diverge is
+replaced by a fresh one. With fresh_process=True each trial is its own
+`benchmarks.train` process instead; the results are the same bits (tested).
+A trial whose summary.json says completed or diverged is done and is
+skipped when the sweep is run again; a trial in any other state is rerun
+from scratch. A trial that fails (an exit status other than 0 or 3, or a
+timeout) is recorded as failed with the tail of its log, and the sweep goes
+on. SIGINT or SIGTERM stops every running trial (SIGTERM, then SIGKILL)
+before the sweep raises `Interrupted`.
+"""
+
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from absl import logging
+
+from tff_localsgd import results
+from tff_localsgd import rundir
+from tff_localsgd.sweep import grid
+from tff_localsgd.sweep import hparams
+from tff_localsgd.sweep import processes
+from tff_localsgd.sweep import records
+
+POLL_S = 0.1
+# A trial process grows ~9 MiB per trial (measured over 16 tiny trials);
+# replacing it after this many bounds that for ~6 s of start-up.
+MAX_TRIALS_PER_PROCESS = 32
+
+
+class Interrupted(KeyboardInterrupt):
+  """The sweep stopped on a signal, after stopping its running trials."""
+
+  def __init__(self, signum: int):
+    super().__init__(f'stopped by {signal.Signals(signum).name}')
+    self.signum = signum
+
+
+class _FreshProcesses:
+  """Each trial in a new `benchmarks.train` process (fresh_process=True)."""
+
+  def __init__(self, python, timeout_s):
+    self.python, self.timeout_s = python, timeout_s
+
+  def pick(self, pending) -> int:
+    del pending
+    return 0
+
+  def start(self, trial, sweep_dir) -> processes.Started:
+    return processes.Running(trial, sweep_dir, self.python, self.timeout_s)
+
+  def done(self, running, result):
+    del running, result
+
+  def close(self):
+    pass
+
+
+class _Pool:
+  """Trial workers, one per running trial, reused trial after trial; one
+  whose trial did not complete or diverge (failed, timed out, killed), or
+  that ran MAX_TRIALS_PER_PROCESS, is retired, and the next trial gets a
+  fresh one."""
+
+  def __init__(self, python, timeout_s, module):
+    self.python, self.timeout_s, self.module = python, timeout_s, module
+    self.idle = []
+    self.running = []  # the seedless keys of the trials running
+
+  def pick(self, pending) -> int:
+    """The index of the pending (trial, sweep_dir) to start: a trial whose
+    seed sibling an idle worker ran last (it has the computations), else
+    the first whose sibling is not running (that worker will want it),
+    else the first."""
+    keys = [grid.seedless_key(trial) for trial, _ in pending]
+    last = {worker.last_key for worker in self.idle}
+    for wanted in (lambda k: k in last, lambda k: k not in self.running):
+      for i, key in enumerate(keys):
+        if wanted(key):
+          return i
+    return 0
+
+  def start(self, trial, sweep_dir) -> processes.Started:
+    key = grid.seedless_key(trial)
+    same = [w for w in self.idle if w.last_key == key]
+    if same or self.idle:
+      worker = same[0] if same else self.idle[-1]
+      self.idle.remove(worker)
+    else:
+      worker = processes.Worker(sweep_dir, self.python, self.module)
+    worker.last_key = key
+    self.running.append(key)
+    return processes.Pooled(trial, sweep_dir, worker, self.timeout_s)
+
+  def done(self, running, result):
+    """Takes the trial's worker back, or retires it (result None: the trial
+    was stopped with the sweep)."""
+    self.running.remove(running.worker.last_key)
+    if (result is not None and result.status in results.DONE and
+        running.worker.trials < MAX_TRIALS_PER_PROCESS and
+        running.proc.poll() is None):
+      self.idle.append(running.worker)
+    else:
+      running.worker.close()
+
+  def close(self):
+    while self.idle:
+      self.idle.pop().close()
+
+
+def _stop_all(running):
+  """SIGTERM to every running trial's group; SIGKILL to what is left."""
+  for r in running:
+    processes.signal_group(r.proc, signal.SIGTERM)
+  deadline = time.monotonic() + processes.TERM_GRACE_S
+  try:
+    for r in running:
+      try:
+        r.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        pass
+  finally:
+    for r in running:
+      # also any straggler in the group
+      processes.signal_group(r.proc, signal.SIGKILL)
+      r.proc.wait()
+      r.close()
+
+
+class _SignalFlag:
+  """SIGINT and SIGTERM set a flag the sweep loop checks, so a signal never
+  lands between starting a trial and recording it (main thread only; other
+  threads keep the handlers they have)."""
+
+  def __enter__(self):
+    self.signum = None
+    self._old = {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._old[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def check(self):
+    if self.signum is not None:
+      raise Interrupted(self.signum)
+
+  def __exit__(self, *exc):
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def _record_interrupted(r: processes.Started):
+  try:
+    os.makedirs(r.dir, exist_ok=True)  # the trial may have been removing it
+    records.write_trial_json(r.trial, r.dir, records.TrialResult(
+        r.trial.name, results.INTERRUPTED, returncode=r.proc.returncode,
+        error='stopped with the sweep', log_path=r.log_path))
+  except OSError as e:  # never mask the interruption
+    logging.warning('could not record trial %s: %s', r.trial.name, e)
+
+
+def _finish(running: processes.Started,
+            timed_out=False) -> records.TrialResult:
+  result = running.result(timed_out)
+  records.write_trial_json(running.trial, running.dir, result)
+  if result.status in results.DONE:
+    hparams.write_trial_hparams(running.trial, running.dir, result.summary)
+  if result.status == results.FAILED:
+    logging.warning('trial %s failed (%s); the end of %s:\n%s',
+                    result.name, result.error, result.log_path,
+                    result.log_tail)
+  return result
+
+
+def _done_before(trials, sweep_dir, record) -> list:
+  """Records the trials an earlier run of the sweep finished; returns the
+  others, as (trial, sweep_dir)."""
+  pending = []
+  for trial in trials:
+    trial_dir = os.path.join(sweep_dir, trial.name)
+    summary = records.done_summary(trial_dir)
+    if summary is None:
+      pending.append((trial, sweep_dir))
+      continue
+    if not hparams.session_files(trial_dir):
+      hparams.write_trial_hparams(trial, trial_dir, summary)
+    record(sweep_dir, records.TrialResult(
+        trial.name, summary['status'], skipped=True,
+        log_path=os.path.join(sweep_dir, records.LOGS, f'{trial.name}.log'),
+        summary=summary))
+  return pending
+
+
+def _poll(running, launcher, record):
+  """Finishes the running trials that are done or past their deadline."""
+  for r in list(running):
+    timed_out = not r.finished() and time.monotonic() > r.deadline
+    if timed_out:
+      r.kill()
+    if r.finished():
+      running.remove(r)
+      result = _finish(r, timed_out)
+      launcher.done(r, result)
+      record(r.sweep_dir, result)
+
+
+def _run_pending(pending, parallel, launcher, record):
+  """Runs the pending (trial, sweep_dir)s in order, at most `parallel` at a
+  time."""
+  running = []
+  with _SignalFlag() as stop:
+    try:
+      while pending or running:
+        stop.check()
+        while pending and len(running) < parallel:
+          running.append(launcher.start(*pending.pop(
+              launcher.pick(pending))))
+        _poll(running, launcher, record)
+        time.sleep(POLL_S)
+    finally:
+      if running:
+        logging.warning('stopping %d running trial(s)', len(running))
+        _stop_all(running)
+        for r in running:  # the record the index sees; a rerun redoes it
+          _record_interrupted(r)
+          launcher.done(r, None)
+      launcher.close()
+
+
+def run_sweep(trials, sweep_dir: str, **options) -> list:
+  """Runs the trials not done yet, at most `parallel` at a time.
+
+  Each trial writes <sweep_dir>/<name>/ as `python -m benchmarks.train
+  --root_dir=<sweep_dir> --experiment=<name> <flags> --overwrite` would,
+  with its output in <sweep_dir>/logs/<name>.log. By default it runs in one
+  of `parallel` long-lived trial processes (`python -m worker_module`), each
+  in its own process group, which run trial after trial and so import
+  TensorFlow and TFF once; a trial that fails, times out or kills its
+  process gets its process retired, and the next trial a fresh one.
+  fresh_process: run each trial as that benchmarks.train command instead.
+  A trial running longer than timeout_s seconds is killed (its whole group)
+  and recorded as failed. on_progress(done, total, result) is called after
+  each trial, skipped ones included. Returns a TrialResult per trial, in the
+  order of `trials`. Raises ConfigError (check_resumable; rundir.BusyError
+  if another process runs the same sweep) before anything runs, and
+  `Interrupted` on SIGINT/SIGTERM once no trial of the sweep is left
+  running. Options: those of run_sweeps.
+  """
+  return run_sweeps([(trials, sweep_dir)], **options)[0]
+
+
+def run_sweeps(sweeps, *, parallel: int = 1, python: str = sys.executable,
+               timeout_s: float | None = None, on_progress=None,
+               fresh_process: bool = False,
+               worker_module: str = processes.WORKER_MODULE,
+               cost=None) -> list:
+  """run_sweep for several sweeps, [(trials, sweep_dir)], whose trials share
+  the `parallel` trial processes: a process goes from one sweep's trial to
+  the next sweep's, so a sweep smaller than `parallel` leaves no slot idle
+  and no process starts per sweep. A process goes on with a trial that
+  differs from its last one only in the seed when one is pending, since it
+  has that trial's computations (_Pool.pick). cost(trial) -> float, if
+  given, orders the pending trials of all the sweeps, the costliest first, so the last
+  ones to start are short and the slots finish together (the longest-first
+  rule of list scheduling); by default they run in the order given.
+  on_progress counts the trials of all the sweeps. Returns run_sweep's list
+  for each sweep, in order.
+  """
+  if parallel < 1:
+    raise ValueError(f'parallel must be >= 1, got {parallel}')
+  sweeps = [(trials, os.path.abspath(os.path.expanduser(sweep_dir)))
+            for trials, sweep_dir in sweeps]
+  for trials, sweep_dir in sweeps:
+    records.check_resumable(trials, sweep_dir)
+  total = sum(len(trials) for trials, _ in sweeps)
+  finished = {}
+
+  def record(sweep_dir, result):
+    result = dataclasses.replace(result, sweep_dir=sweep_dir)
+    finished[sweep_dir, result.name] = result
+    logging.debug('trial %s: %s%s', result.name, result.status,
+                  ' (done before)' if result.skipped else '')
+    if on_progress:
+      on_progress(len(finished), total, result)
+
+  with contextlib.ExitStack() as locks:
+    pending = []
+    for trials, sweep_dir in sweeps:
+      locks.enter_context(rundir.DirectoryLock(sweep_dir, 'sweep'))
+      os.makedirs(os.path.join(sweep_dir, records.LOGS), exist_ok=True)
+      hparams.write_hparams_config(trials, sweep_dir)
+      pending += _done_before(trials, sweep_dir, record)
+    if cost is not None:
+      pending.sort(key=lambda item: -cost(item[0]))  # stable among equals
+    launcher = (_FreshProcesses(python, timeout_s) if fresh_process
+                else _Pool(python, timeout_s, worker_module))
+    _run_pending(pending, parallel, launcher, record)
+  return [[finished[sweep_dir, t.name] for t in trials]
+          for trials, sweep_dir in sweeps]
