@@ -24,6 +24,7 @@ model: tff_localsgd/reproduction.py).
 """
 
 import os
+import time
 
 from absl import app
 from absl import flags
@@ -32,6 +33,7 @@ import tensorflow as tf  # noqa: F401  (TF at module level; see README)
 
 from benchmarks import flags as flag_defs
 from tff_localsgd import config as config_lib
+from tff_localsgd import diagnostic_process
 from tff_localsgd import provenance
 from tff_localsgd import recorders
 from tff_localsgd import reporting
@@ -51,6 +53,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  start = time.monotonic()
   if len(argv) > 1:
     flag_defs.exit_bad_input(f'unexpected arguments {argv[1:]}')
   if not FLAGS.out:
@@ -69,11 +72,17 @@ def main(argv):
     flag_defs.exit_bad_input(str(e))
   out = FLAGS.out
   os.makedirs(out, exist_ok=True)
-  if FLAGS.plan:
-    print('\n'.join(reproduction.plan_lines(
-        steps, reproduction.plan_costs(out, FLAGS.preset, steps),
-        FLAGS.parallel)))
-    return
+  try:
+    steps, found = reproduction.plan_budgets(out, steps)
+    if FLAGS.plan:
+      print('\n'.join(reproduction.plan_lines(
+          steps, reproduction.plan_costs(out, FLAGS.preset, steps),
+          FLAGS.parallel, found, int(
+              diagnostic_process.LOCKSTEP_MEMORY_FRACTION *
+              diagnostic_process.physical_memory()))))
+      return
+  except (config_lib.ConfigError, reproduction.PlanError) as e:
+    flag_defs.exit_bad_input(str(e))
   suite_info = {'preset': FLAGS.preset,
                 'planned_trials': sum(len(t) for _, _, t in steps),
                 'epsilon': suite_lib.epsilon(FLAGS.preset),
@@ -86,6 +95,7 @@ def main(argv):
   if result:
     logging.info('determinism: %s', 'bit-identical' if result['identical']
                  else 'DIFFERENT')
+  reproduction.record_binary_wall(out, time.monotonic() - start)
   results = reporting.write_report(out)
   print(f'{os.path.join(out, "REPORT.md")}: ' + ', '.join(
       f'{c["id"]} {c["verdict"]}' for c in results['claims']))

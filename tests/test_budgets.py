@@ -1,6 +1,7 @@
 """budgets.py: each trial's rounds from its own prediction, the plan-time
 checks of every preset's trials, and the footprint."""
 
+import dataclasses
 import math
 
 import pytest
@@ -46,9 +47,24 @@ def test_assign_rewrites_every_trials_rounds_flag():
   for (spec, label, trials), (_, _, before) in zip(planned, steps):
     for trial, old in zip(trials, before):
       rounds = grid.trial_config(trial)['rounds']
-      assert rounds == found[(spec.name, label, trial.name)].rounds
+      assert rounds == found[f'{spec.name}/{label}/{trial.name}'][1].rounds
       assert [f for f in trial.flags if not f.startswith('--rounds=')] == \
           [f for f in old.flags if not f.startswith('--rounds=')]
+
+
+def test_a_cached_budget_is_reused_only_for_the_same_trial():
+  steps = suite.plan('smoke', {'E1_width'})[:1]
+  _, found = budgets.assign(steps)
+  key = next(iter(found))
+  sig, b = found[key]
+  fake = dataclasses.replace(b, rounds=b.rounds + 1000)
+  known = {k: (s, v.to_dict()) for k, (s, v) in found.items()}
+  known[key] = (sig, fake.to_dict())
+  planned, again = budgets.assign(steps, known)
+  assert again[key][1] == fake  # reused, not recomputed
+  assert grid.trial_config(planned[0][2][0])['rounds'] == b.rounds + 1000
+  known[key] = ('another signature', fake.to_dict())
+  assert budgets.assign(steps, known)[1][key][1] == b
 
 
 def test_a_client_with_one_example_is_refused_naming_the_trial():
@@ -76,8 +92,8 @@ def test_every_trial_of_every_preset_has_valid_data(preset):
 
 def test_every_smoke_trial_builds_up_to_its_prediction():
   planned, found = budgets.assign(suite.plan('smoke'))
-  theory = [b for (study, _, _), b in found.items()
-            if study not in ('E7_real_data',) and b.from_prediction]
+  theory = [b for key, (_, b) in found.items()
+            if not key.startswith('E7_real_data') and b.from_prediction]
   assert len(theory) > 0.8 * len(found)
   assert all(b.rounds >= 2 * b.t_pred for b in theory)
 

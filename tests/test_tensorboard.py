@@ -301,6 +301,9 @@ def test_every_trial_shows_with_its_hparams_and_real_times(server, logdir):
     loss = {m['name']['tag']: m['value'] for m in group['metricValues']}
     assert loss['final/train/loss'] == pytest.approx(
         summary['final']['train/loss'])
+    # The prediction's rounds beside the measured ones, for every trial.
+    assert loss['theory/rounds_to_eps'] == pytest.approx(
+        summary['theory']['rounds_to_eps'])
 
 
 def test_report_shows_at_the_root(server):

@@ -55,6 +55,12 @@ class Footprint:
     """flops at the GPU's peak: a lower bound of its time there."""
     return self.flops / GPU_FLOPS
 
+  def where(self, machine_bytes: int) -> str:
+    """'here', 'gpu' (only the stated GPU holds it) or 'nowhere'."""
+    if self.peak_bytes <= machine_bytes:
+      return 'here'
+    return 'gpu' if self.peak_bytes <= GPU_BYTES else 'nowhere'
+
 
 def footprint(config, num_parameters: int, trainable: int, n: int,
               rounds: int) -> Footprint:
@@ -99,10 +105,22 @@ class Budget:
   def from_prediction(self) -> bool:
     return not self.why
 
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> 'Budget':
+    values = dict(values)
+    values['client_sizes'] = tuple(values['client_sizes'])
+    values['footprint'] = Footprint(**values['footprint'])
+    return cls(**values)
+
 
 def _with_rounds(trial: grid.Trial, rounds: int) -> grid.Trial:
   flags = tuple(f'--rounds={rounds}' if f.startswith('--rounds=') else f
                 for f in trial.flags)
+  if flags == trial.flags and f'--rounds={rounds}' not in flags:
+    raise ValueError(f'{trial.name}: no --rounds flag to set')
   return dataclasses.replace(trial, flags=flags)
 
 
@@ -160,8 +178,14 @@ def _rounds(setup, factor):
 
 
 def budget(trial: grid.Trial, factor: float, where: str) -> Budget:
-  """The trial's Budget (module doc). factor <= 0 keeps its rounds."""
-  setup = _setup(trial, where)
+  """The trial's Budget (module doc). factor <= 0 keeps its rounds; data
+  this machine does not have (MNIST, CIFAR-10 offline) keeps them too."""
+  try:
+    setup = _setup(trial, where)
+  except data_lib.DataUnavailableError as e:
+    rounds = grid.trial_config(trial)['rounds']
+    return Budget(rounds, None, f'data not on this machine ({e})'.split(
+        '\n')[0], (), Footprint(PROCESS_BYTES, 0.0))
   rounds, t_pred, why = _rounds(setup, factor)
   spec = setup.spec
   size = footprint(setup.config, spec.num_parameters(),
@@ -170,19 +194,32 @@ def budget(trial: grid.Trial, factor: float, where: str) -> Budget:
   return Budget(rounds, t_pred, why, tuple(setup.data.client_sizes), size)
 
 
-def assign(steps) -> tuple:
-  """(steps with each trial's rounds set, {(study, group, trial): Budget}).
+def signature(trial: grid.Trial, factor: float) -> str:
+  """What a trial's budget depends on: its flags but the rounds, and the
+  study's factor (a cached budget is reused only if both are the same)."""
+  flags = sorted(f for f in trial.flags if not f.startswith('--rounds='))
+  return f'{factor:g} ' + ' '.join(flags)
+
+
+def assign(steps, known=None) -> tuple:
+  """(steps with each trial's rounds set, {'study/group/trial': (signature,
+  Budget)}).
 
   steps: suite.plan's [(spec, group label, trials)]; a spec's
-  budget_factor sets its trials' rounds (module doc).
+  budget_factor sets its trials' rounds (module doc). known: an earlier
+  result of assign (budgets.json), whose entries are reused where the
+  signature matches, so a resumed suite does not recompute H_0.
   """
-  planned, budgets = [], {}
+  planned, found = [], {}
   for spec, label, trials in steps:
     where = f'{spec.name}/{label}'
     out = []
     for trial in trials:
-      b = budget(trial, spec.budget_factor, where)
-      budgets[(spec.name, label, trial.name)] = b
+      key, sig = f'{where}/{trial.name}', signature(trial, spec.budget_factor)
+      cached = (known or {}).get(key)
+      b = (Budget.from_dict(cached[1]) if cached and cached[0] == sig else
+           budget(trial, spec.budget_factor, where))
+      found[key] = (sig, b)
       out.append(_with_rounds(trial, b.rounds))
     planned.append((spec, label, out))
-  return planned, budgets
+  return planned, found

@@ -70,7 +70,7 @@ LOCKSTEP_BYTES_PER_PARAMETER_CLIENT_STEP = 4 * 4
 LOCKSTEP_MEMORY_FRACTION = 0.75
 
 
-def _physical_memory() -> int:
+def physical_memory() -> int:
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
 
 
@@ -79,7 +79,7 @@ def lockstep_steps_per_call(config, spec) -> int:
 
   0 if not even one step fits (the run is refused).
   """
-  per_client_parameter = LOCKSTEP_MEMORY_FRACTION * _physical_memory() / (
+  per_client_parameter = LOCKSTEP_MEMORY_FRACTION * physical_memory() / (
       config.cohort_size * spec.num_parameters(trainable_only=True))
   steps = ((per_client_parameter - LOCKSTEP_BYTES_PER_PARAMETER_CLIENT)
            // LOCKSTEP_BYTES_PER_PARAMETER_CLIENT_STEP)
@@ -94,7 +94,7 @@ def check_lockstep_memory(config, spec):
     raise config_lib.ConfigError(
         'lockstep_drift', 'one local step of the lockstep round needs more '
         f'than {LOCKSTEP_MEMORY_FRACTION:.0%} of this machine\'s '
-        f'{_physical_memory() / 2**30:.0f} GB (clients_per_round x '
+        f'{physical_memory() / 2**30:.0f} GB (clients_per_round x '
         'parameters); use '
         '--lockstep_drift=false, or fewer clients per round')
 

@@ -1,16 +1,19 @@
-"""The reproduction suite's machinery beside its plan (suite.py): running
-every group's sweep in one pool of trial processes, the costliest first
-(trial_cost), the determinism check, and --plan's cost model (estimate_s,
-from one short measured run per width). benchmarks.reproduce is its binary.
+"""The reproduction suite's machinery beside its plan (suite.py): each
+trial's budget from its prediction (budgets.py, cached in budgets.json),
+running every group's sweep in one pool of trial processes, the costliest
+first (trial_cost), the determinism check, and --plan's cost model.
+benchmarks.reproduce is its binary.
 
---plan runs nothing of the suite: it trains one short run per width (E1's
-setting, PLAN_ROUNDS rounds, the last one with diagnostics) under
-<out>/plan/, and prints every group's trials and rounds with an estimated
-time from the run's phases_s: per trial, its fixed cost (data, theory,
-tracing, engine) plus its rounds times the measured round time at its
-width, the work part scaled by its example gradients per round and its
-depth (a round's work is K n_i m^2 per m x m layer), plus its diagnostic
-rounds likewise (estimate_s); and once, the start of the trial processes.
+--plan runs nothing of the suite: it builds every trial up to its
+prediction (T_pred, the budget ceil(2 T_pred), its peak memory and FLOPs),
+trains one short run per width up to MEASURED_MAX_WIDTH (E1's setting,
+PLAN_ROUNDS rounds, the last one with diagnostics) under <out>/plan/, and
+prints every trial with an estimated time here from the run's phases_s:
+its fixed cost (data, theory, tracing, engine) plus its rounds times the
+measured round time at the nearest width, the work part scaled by its
+example gradients per round, its depth and (m / m_0)^2 (a round's work is
+K n_i m^2 per m x m layer), plus its diagnostic rounds likewise
+(estimate_s); and a FLOP lower bound on the stated GPU (budgets.py).
 """
 
 import dataclasses
@@ -24,6 +27,7 @@ import time
 
 from absl import logging
 
+from tff_localsgd import budgets
 from tff_localsgd import config as config_lib
 from tff_localsgd import metrics
 from tff_localsgd import recorders
@@ -36,6 +40,25 @@ from tff_localsgd.sweep import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAN_ROUNDS = 3
+# --plan measures widths up to this one on the machine at hand; wider
+# trials are scaled from it (a 3-round run at m = 16384 would take the
+# plan longer than the estimate it serves).
+MEASURED_MAX_WIDTH = 2048
+BUDGETS_JSON = 'budgets.json'
+
+
+class PlanError(RuntimeError):
+  """A measuring run of --plan failed: the message names it and why."""
+
+
+def plan_budgets(out, steps) -> tuple:
+  """(steps with budgets.assign's rounds, {'study/group/trial': Budget}),
+  reusing and rewriting <out>/budgets.json."""
+  path = os.path.join(out, BUDGETS_JSON)
+  planned, found = budgets.assign(steps, recorders.read_json(path))
+  recorders.write_json(path, {k: (sig, b.to_dict())
+                              for k, (sig, b) in found.items()})
+  return planned, {k: b for k, (_, b) in found.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +92,14 @@ def measure_width(out: str, base: dict, width: int) -> RoundCost:
                 seed=0)
   root = os.path.join(out, 'plan')
   args = [f'--{k}={grid.flag_value(v)}' for k, v in config.items()]
-  subprocess.run([sys.executable, '-m', 'benchmarks.train', *args,
-                  f'--root_dir={root}', f'--experiment=width-{width}',
-                  '--overwrite'], cwd=REPO, check=True, capture_output=True)
+  done = subprocess.run([sys.executable, '-m', 'benchmarks.train', *args,
+                         f'--root_dir={root}', f'--experiment=width-{width}',
+                         '--overwrite'], cwd=REPO, capture_output=True,
+                        text=True)
+  if done.returncode:
+    last = (done.stderr.strip().splitlines() or ['no output'])[-1]
+    raise PlanError(f'the measuring run at m={width} (E1\'s setting) exited '
+                    f'{done.returncode}: {last}')
   run = rundir.RunDir(path=os.path.join(root, f'width-{width}'))
   phases = run.read_summary()['phases_s']
   rows = run.read_rows()
@@ -110,37 +138,64 @@ def estimate_s(config: dict, costs: dict) -> float:
   return cost.fixed_s + rounds * round_s + diags * scale * cost.diag_s
 
 
-def plan_lines(steps, costs, parallel: int) -> list:
-  """Every group's trials, rounds and estimated time; the suite's total,
-  with the `parallel` trial processes paying the startup once."""
+def _trial_line(name, config, b, costs, machine_bytes) -> tuple:
+  """(line, seconds here or None, GPU seconds) of one planned trial."""
+  rounds = (f'T_pred {b.t_pred:.1f}, rounds {b.rounds}' if b.from_prediction
+            else f'rounds {b.rounds} ({b.why})')
+  where = b.footprint.where(machine_bytes)
+  here = estimate_s(config, costs) if where == 'here' else None
+  fits = {'here': 'fits here', 'gpu': f'needs the {budgets.GPU_NAME}',
+          'nowhere': 'FITS NOWHERE'}[where]
+  return (f'  {name}: {rounds}; peak {b.footprint.peak_bytes / 2**30:.1f} '
+          f'GB ({fits}); ' + (f'~{here:.0f} s here' if here is not None
+                              else 'not run here') +
+          f', >= {b.footprint.gpu_seconds():.1f} s on the GPU',
+          here, b.footprint.gpu_seconds())
+
+
+def plan_lines(steps, costs, parallel: int, found, machine_bytes) -> list:
+  """Every trial's T_pred, budget, peak memory, where it fits and its
+  estimated time here and on the stated GPU; the suite's totals, with the
+  `parallel` trial processes paying the startup once."""
   startup = max(c.startup_s for c in costs.values())
-  total = startup * parallel
-  lines = []
+  here_s, gpu_s, elsewhere, lines = startup * parallel, 0.0, 0, []
   for spec, label, trials in steps:
-    configs = [grid.trial_config(t) for t in trials]
-    seconds = sum(estimate_s(c, costs) for c in configs)
-    total += seconds
-    rounds = sorted({c['rounds'] for c in configs})
-    widths = sorted({c['width'] for c in configs})
-    lines.append(f'{spec.name}/{label}: {len(trials)} trials, rounds '
-                 f'{rounds}, widths {widths}: ~{seconds:.0f} trial-seconds')
+    lines.append(f'{spec.name}/{label}: {len(trials)} trials')
+    for trial in trials:
+      key = f'{spec.name}/{label}/{trial.name}'
+      line, here, gpu = _trial_line(key, grid.trial_config(trial),
+                                    found[key], costs, machine_bytes)
+      lines.append(line)
+      gpu_s += gpu
+      if here is None:
+        elsewhere += 1
+      else:
+        here_s += here
   for cost in costs.values():
     lines.append(f'measured at m={cost.width}: process start '
-                 f'{cost.startup_s:.1f} s, fixed {cost.fixed_s:.1f} s, round '
-                 f'{cost.round_s:.3f} s, diagnostic round '
-                 f'+{cost.diag_s:.3f} s')
-  lines.append(f'total ~{total:.0f} trial-seconds; '
-               f'~{total / parallel / 60:.1f} min of wall time at '
-               f'--parallel={parallel}')
+               f'{cost.startup_s:.1f} s, fixed {cost.fixed_s:.1f} s, round '
+               f'{cost.round_s:.3f} s, diagnostic round +{cost.diag_s:.3f} s')
+  lines.append(f'here: ~{here_s:.0f} trial-seconds, ~{here_s / parallel / 60:.1f}'
+               f' min of wall time at --parallel={parallel}' +
+               (f'; {elsewhere} trials do not fit this machine\'s '
+                f'{machine_bytes / 2**30:.0f} GB' if elsewhere else ''))
+  lines.append(f'on one {budgets.GPU_NAME}: >= {gpu_s / 60:.1f} min of '
+               f'floating-point work at its float32 peak (a lower bound: the '
+               'suite\'s small matmuls run far below peak)')
+  if any(b.footprint.where(budgets.GPU_BYTES) == 'nowhere'
+         for b in found.values()):
+    lines.append('ERROR: some trials fit nowhere (FITS NOWHERE above)')
   return lines
 
 
 def plan_costs(out, preset, steps) -> dict:
-  """{width: RoundCost} for every width the planned trials use."""
+  """{width: RoundCost} for every width the planned trials use up to
+  MEASURED_MAX_WIDTH (and at least the narrowest)."""
   base = suite_lib.suite(preset)[0].groups()[0][1]
   widths = sorted({grid.trial_config(t)['width'] for _, _, trials in steps
                    for t in trials})
-  return {m: measure_width(out, base, m) for m in widths}
+  measured = [m for m in widths if m <= MEASURED_MAX_WIDTH] or widths[:1]
+  return {m: measure_width(out, base, m) for m in measured}
 
 
 # A round's fixed cost in units of its work (K n_i m^2 per m x m layer):
@@ -194,6 +249,14 @@ def run_suite(out, steps, suite_info, parallel: int, timeout_s: float):
     for key, value in records.phase_totals(trial_results).items():
       phases[key] = phases.get(key, 0) + value
   recorders.write_json(os.path.join(out, 'suite.json'), suite_info)
+
+
+def record_binary_wall(out, seconds: float):
+  """suite.json's binary_wall_s: the reproduce binary's wall time up to its
+  report (budgets, trials, determinism rerun), the user's wait."""
+  path = os.path.join(out, 'suite.json')
+  info = recorders.read_json(path) or {}
+  recorders.write_json(path, {**info, 'binary_wall_s': seconds})
 
 
 def check_determinism(out, trial_dir):

@@ -12,6 +12,7 @@ suite directory, so a committed report names no machine's paths.
 import collections
 import dataclasses
 import os
+import subprocess
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
@@ -20,6 +21,10 @@ from tff_localsgd import suite as suite_lib
 from tff_localsgd.analysis import claims as claims_lib
 from tff_localsgd.analysis import figures
 from tff_localsgd.analysis import runs as runs_lib
+from tff_localsgd.analysis import theory_section
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 _DEFAULTS = dataclasses.asdict(config_lib.ExperimentConfig())
 _NOT_FLAGS = ('root_dir', 'experiment')
@@ -50,31 +55,55 @@ _INTRO = (
     'cannot decide (the row says why).')
 
 _TARGET = (
-    'A run reaches epsilon at the first round with train/loss <= eps F_0, '
-    'where F_0 = (1/2n) sum_j ||y_j||^2 is the loss of the zero predictor: a '
-    'scale of the data alone, so every seed of the initialization aims at the '
-    'same loss (a target relative to each run\'s initial loss would move with '
-    'the seed). The alternative, a symmetric initialization with f(w0) = 0, '
-    'was not taken: it changes the model and moves w0 away from the standard '
-    'initialization the theory analyses. Every run is then exactly one of: '
-    '*reached*; *censored* (still converging when its budget ran out: the '
-    'round is projected from its tail rate, and the claim is INCONCLUSIVE); '
-    '*plateau* (not converging: no projection within 10x its budget); '
-    '*diverged* (status diverged or a non-finite loss). Only a plateau or a '
-    'divergence FAILs a claim (tff_localsgd/outcomes.py).')
+    'A run reaches epsilon where its train/loss crosses eps F_0, '
+    'interpolated log-linearly between the rounds around the crossing (T; '
+    'T_pred the same for the predicted curve, which runs to its own '
+    'crossing), where F_0 = (1/2n) sum_j ||y_j||^2 is the loss of the zero '
+    'predictor: a scale of the data alone, so every seed of the '
+    'initialization aims at the same loss. The alternative, a symmetric '
+    'initialization with f(w0) = 0, was not taken: it changes the model and '
+    'moves w0 away from the standard initialization the theory analyses. '
+    'Every synthetic theory trial was given ceil(2 T_pred) rounds from its '
+    'own H_0 before it ran (tff_localsgd/budgets.py). Every run is then '
+    'exactly one of: *reached*; *censored* (still converging when its budget '
+    'ran out, projected from its tail rate); *plateau* (not converging); '
+    '*diverged*. One rule for every claim (analysis/claims/base.py): a '
+    'trial that crashed, is missing or did not finish, or a censored one, '
+    'makes its claim INCONCLUSIVE, naming it; a diverged trial or a plateau '
+    'FAILs it; nothing is dropped. The column *seen to FAIL on* names where '
+    'each criterion has failed: its control in this run (with its verdict '
+    'here) and the tests that construct a failing case; *criterion '
+    'committed* is the last commit that changed the claim\'s class.')
 
 
 def _claim_lines(claims, written) -> list:
   """The claims table; claims: results.json's (dicts)."""
   lines = ['## Claims', '',
-           '| id | claim | measured | criterion | verdict | figure |',
-           '|---|---|---|---|---|---|']
+           '| id | claim | measured | criterion | verdict | seen to FAIL on '
+           '| criterion committed | figure |',
+           '|---|---|---|---|---|---|---|---|']
   for c in claims:
     fig = f'[{c["figure"]}]({c["figure"]})' if c['figure'] in written else '-'
     lines.append(f'| {c["id"]} | {_cell(c["claim"])} | '
                  f'{_cell(c["statistic"])} | {_cell(c["criterion"])} | '
-                 f'**{c["verdict"]}** | {fig} |')
+                 f'**{c["verdict"]}** | {_cell(c.get("fails_on", ""))} | '
+                 f'{c.get("criterion_commit", "-")} | {fig} |')
   return lines
+
+
+def criterion_commit(claim_id: str, repo: str = REPO) -> str:
+  """'<commit> <date>' of the last commit that changed the claim's class
+  (git log -L on it), or 'unknown (no git history)' outside a checkout."""
+  path, name = claims_lib.source_of(claim_id)
+  try:
+    done = subprocess.run(
+        ['git', 'log', '-1', '--format=%h %cs', '-s', '-L',
+         f':^class {name}\\b:{path}'], cwd=repo, capture_output=True,
+        text=True, timeout=30)
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown (no git history)'
+  return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() \
+      else 'unknown (no git history)'
 
 
 def claims_table(results: dict) -> str:
@@ -115,21 +144,31 @@ def _phase_text(phases, spent) -> str:
 
 def _suite_cost_line(info) -> str:
   """The suite's wall time, core-seconds (wall x parallel) and the share of
-  them inside rounds and diagnostics."""
+  them inside rounds and diagnostics, over the trials and over the whole
+  binary."""
   if 'wall_time_s' not in info:
     return 'Wall time not recorded.'
   inside = sum(phases.get(k, 0.0) for k in results_lib.TRAINING_PHASES
                for phases in info.get('phases_s', {}).values())
   core = info['core_s']
-  return (f'The suite ran in {info["wall_time_s"]:.0f} s of wall time with '
-          f'{info["parallel"]} trials at a time: {core:.0f} core-seconds '
-          f'(wall x parallel), {info.get("cpu_s", 0):.0f} CPU seconds; '
-          f'rounds and diagnostics took {inside / core:.0%} of the '
-          'core-seconds. Per experiment, its trials\' seconds:')
+  line = (f'The suite\'s trials ran in {info["wall_time_s"]:.0f} s of wall '
+          f'time with {info["parallel"]} trials at a time: {core:.0f} '
+          f'core-seconds (wall x parallel), {info.get("cpu_s", 0):.0f} CPU '
+          f'seconds. Training (rounds and diagnostics: the sum of every '
+          f'trial\'s system/round_time_s and system/diag_time_s in '
+          f'metrics.csv) took {inside:.0f} s, {inside / core:.0%} of those '
+          'core-seconds')
+  whole = info.get('binary_wall_s')
+  if whole:
+    line += (f', and {inside / (whole * info["parallel"]):.0%} of the whole '
+             f'binary\'s {whole:.0f} s x {info["parallel"]} (which adds the '
+             'budgets, the determinism rerun and the start; this report\'s '
+             'own seconds are not in it)')
+  return line + '. Per study, its trials\' seconds:'
 
 
 def _experiment_lines(preset, runs, info) -> list:
-  lines = ['## Experiments', '', _suite_cost_line(info), '']
+  lines = ['## Studies', '', _suite_cost_line(info), '']
   trial_s = info.get('trial_s', {})
   specs = suite_lib.suite(preset) if preset in suite_lib.PRESETS else ()
   for spec in specs:
@@ -177,8 +216,11 @@ def generate(out: str) -> dict:
   info = recorders.read_json(os.path.join(out, 'suite.json')) or {}
   preset = info.get('preset', 'unknown')
   runs = runs_lib.load_runs(out)
-  claims = claims_lib.evaluate_claims(runs)
+  steps = suite_lib.plan(preset) if preset in suite_lib.PRESETS else ()
+  claims = claims_lib.evaluate_claims(runs, steps)
   written = figures.draw_all(runs, claims, out)
+  headline, calibration_figures = theory_section.calibration_lines(runs, out)
+  threshold, threshold_figures = theory_section.threshold_lines(runs, out)
   provenance = recorders.read_json(os.path.join(out, 'provenance.json')) or {}
   determinism = recorders.read_json(os.path.join(out, 'determinism.json')) or {}
   status = collections.Counter(r.status for r in runs)
@@ -190,10 +232,15 @@ def generate(out: str) -> dict:
       f'Preset **{preset}**; {len(runs)} of {planned} planned trials on disk '
       f'({", ".join(f"{n} {s}" for s, n in sorted(status.items()))}); '
       + (f'eps = {eps:g}.' if eps else 'eps from each trial\'s config.'),
-      '', _INTRO, '', _TARGET, '']
-  claim_dicts = [dataclasses.asdict(c) for c in claims]
-  lines += _claim_lines(claim_dicts, written)
+      '']
+  lines += headline + [_INTRO, '', _TARGET, '']
+  claim_dicts = [dict(dataclasses.asdict(c),
+                      criterion_commit=criterion_commit(c.id))
+                 for c in claims]
+  lines += _claim_lines(claim_dicts, written) + ['']
+  lines += threshold
   lines += _figure_lines(written)
+  written += calibration_figures + threshold_figures
   lines += _experiment_lines(preset, runs, info)
   lines += _determinism_lines(determinism)
   lines += _problem_lines(runs, planned, info.get('not_run', []))

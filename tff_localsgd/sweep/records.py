@@ -9,9 +9,12 @@ Under the sweep directory:
 The final/* metrics (also in `sweep_index`), final/<tag> the last value of
 the run's <tag>:
   final/train/loss          train/loss of the last round (summary.json)
-  final/rounds_to_eps       the first round whose train/loss is <= eps F_0
-                            (rundir.eps_target); not written when the run
-                            never gets there
+  final/rounds_to_eps       T: where train/loss crosses eps F_0,
+                            interpolated (rundir.eps_target); not written
+                            when the run never gets there
+  theory/rounds_to_eps      T_pred: the same crossing of the run's
+                            predicted curve (summary.json's theory), beside
+                            T in HParams; not written without a prediction
   final/drift/grad_diff_rel, final/lazy/weight_change_rel,
   final/lazy/activation_flip_frac
                             the last measured value of the diagnostic (runs
@@ -32,6 +35,7 @@ LOGS = 'logs'
 TRIAL_JSON = rundir.TRIAL_JSON
 LOG_TAIL_LINES = 20
 FINAL_METRICS = ('final/train/loss', 'final/rounds_to_eps',
+                 'theory/rounds_to_eps',
                  'final/drift/grad_diff_rel', 'final/lazy/weight_change_rel',
                  'final/lazy/activation_flip_frac')
 _DIAGNOSTICS = ('drift/grad_diff_rel', 'lazy/weight_change_rel',
@@ -64,6 +68,10 @@ def final_metrics(trial_dir: str, summary: dict) -> dict:
   reached = run.rounds_to_eps()
   if reached is not None:
     out['final/rounds_to_eps'] = float(reached)
+  predicted = recorders.to_number((summary.get('theory') or {}).get(
+      'rounds_to_eps'))
+  if predicted is not None:
+    out['theory/rounds_to_eps'] = predicted
   rows = None
   for tag in _DIAGNOSTICS:
     value = recorders.to_number(final.get(tag))

@@ -33,11 +33,14 @@ def _final_points(runs, column):
 
 def _group_fit(runs, group, column, predicted):
   """(verdict, fit or None, why) of one E1 group's slope against the band
-  predicted +- LAZY_TOLERANCE, after the one rule (reach=False)."""
+  predicted +- LAZY_TOLERANCE, after the one rule (reach=False). A control
+  group with a diverged trial is INCONCLUSIVE, not FAIL: a run that blew up
+  says nothing about how far a stable non-lazy run's weights move."""
   trials = base.sort_trials(base.select(runs, 'E1_width', group),
                             reach=False)
   if trials.verdict:
-    return trials.verdict, None, trials.describe()
+    verdict = 'INCONCLUSIVE' if group == 'catapult' else trials.verdict
+    return verdict, None, trials.describe()
   fit, why = base.seed_fit(_final_points(trials.usable, column))
   if fit is None:
     return 'INCONCLUSIVE', None, why
