@@ -43,7 +43,7 @@ from tff_localsgd import suite as suite_lib
 flags.DEFINE_enum('preset', 'quick', suite_lib.PRESETS, 'suite size')
 flags.DEFINE_string('out', None, 'suite directory (results and REPORT.md)')
 flags.DEFINE_integer('parallel', 2, 'trials run at once')
-flags.DEFINE_list('experiments', [], 'run only these (e.g. E1_width); '
+flags.DEFINE_list('studies', [], 'run only these studies (e.g. E1_width); '
                   'default all')
 flags.DEFINE_float('trial_timeout_s', 3600, 'a trial running longer fails')
 flags.DEFINE_bool('plan', False, 'print the trials, their rounds and an '
@@ -62,12 +62,12 @@ def main(argv):
   if FLAGS.parallel < 1:
     flag_defs.exit_bad_input('--parallel: must be >= 1')
   known = {s.name for s in suite_lib.suite(FLAGS.preset)}
-  unknown = set(FLAGS.experiments) - known
+  unknown = set(FLAGS.studies) - known
   if unknown:
-    flag_defs.exit_bad_input(f'--experiments: unknown {sorted(unknown)}; '
+    flag_defs.exit_bad_input(f'--studies: unknown {sorted(unknown)}; '
                              f'one of {sorted(known)}')
   try:
-    steps = suite_lib.plan(FLAGS.preset, set(FLAGS.experiments))
+    steps = suite_lib.plan(FLAGS.preset, set(FLAGS.studies))
   except config_lib.ConfigError as e:
     flag_defs.exit_bad_input(str(e))
   out = FLAGS.out

@@ -1,4 +1,4 @@
-"""Runs a grid of `benchmarks.train` experiments: a sweep.
+"""Runs a grid of `benchmarks.train` runs: a sweep.
 
   python -m benchmarks.sweep --grid=width=64,256 --grid=local_steps=1,5 \\
       --seeds=2 --rounds=5 --sweep=demo

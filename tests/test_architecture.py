@@ -27,7 +27,7 @@ FLOORS = {
     'compute': ('data', 'models', 'local_update', 'packing', 'process',
                 'diagnostics', 'diagnostic_process', 'theory', 'engines',
                 'engines.inprocess', 'engines.native', 'engines.remote',
-                'training', 'worker_binary'),
+                'second_moment', 'training', 'worker_binary'),
     # The suite and a sweep as data: the plan and the trials on disk.
     'plan': ('suite', 'sweep', 'sweep.grid', 'sweep.records'),
     # Judging finished runs.

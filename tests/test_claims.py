@@ -53,7 +53,7 @@ def make(study, group, seed=0, *, T=20.0, T_pred=20.0, rounds=None,
         **(theory or {}))
   name = '_'.join(f'{k}-{v}' for k, v in sorted(config.items())) + \
       f'_seed-{seed}'
-  return runs_lib.Run(experiment=study, group=group, name=name, path='',
+  return runs_lib.Run(study=study, group=group, name=name, path='',
                       config=cfg, summary=summary, rows=rows,
                       steps=list(steps))
 

@@ -27,7 +27,7 @@ def test_smoke_suite_writes_a_complete_report(tmp_path):
   results = json.loads((tmp_path / 'results.json').read_text())
   suite = json.loads((tmp_path / 'suite.json').read_text())
   assert len(results['trials']) == suite['planned_trials']
-  assert {e['experiment'] for e in results['trials']} == {
+  assert {e['study'] for e in results['trials']} == {
       'E1_width', 'E2_local_steps', 'E3_sample_size', 'E4_heterogeneity',
       'E5_algorithms', 'E6_depth', 'E7_real_data'}
   ids = [c['id'] for c in results['claims']]

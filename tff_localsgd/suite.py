@@ -42,10 +42,20 @@ import dataclasses
 from tff_localsgd.sweep import grid as sweep  # the grid alone: no TF
 
 PRESETS = ('smoke', 'quick', 'paper')
+# The studies' names: the one place they are written (analysis reads them
+# from here; a study's runs live under <out>/<name>/<group>/<trial>).
+WIDTH = 'E1_width'
+LOCAL_STEPS = 'E2_local_steps'
+GRID = 'E3_grid'
+HETEROGENEITY = 'E4_heterogeneity'
+ALGORITHMS = 'E5_algorithms'
+DEPTH = 'E6_depth'
+REAL_DATA = 'E7_real_data'
+DIGITS_THEORY = 'E8_digits_theory'
 
 
 @dataclasses.dataclass(frozen=True)
-class ExperimentSpec:
+class StudySpec:
   """One study of the suite: a sweep and what it is for."""
   name: str  # E1_width, ...
   title: str
@@ -148,10 +158,10 @@ def _theory_base(s):
               eps=s['eps'], engine=ENGINE)
 
 
-def _width(s, theory) -> ExperimentSpec:
+def _width(s, theory) -> StudySpec:
   """E1: the prediction, lazy training and drift against width."""
-  return ExperimentSpec(
-      'E1_width', 'Width: the prediction, lazy training and drift against '
+  return StudySpec(
+      WIDTH, 'Width: the prediction, lazy training and drift against '
       'm; the same sweep at a catapult step as the non-lazy control',
       dict(theory, diag_every=s['diag_every'], diag_per_step=True,
            ntk_every=s['diag_every']),
@@ -161,10 +171,10 @@ def _width(s, theory) -> ExperimentSpec:
       seeds=s['seeds'], budget_factor=BUDGET_FACTOR)
 
 
-def _local_steps(s, wide) -> ExperimentSpec:
+def _local_steps(s, wide) -> StudySpec:
   """E2: K local steps at two step sizes (C6)."""
-  return ExperimentSpec(
-      'E2_local_steps', 'Local steps K at two client steps: the efficiency '
+  return StudySpec(
+      LOCAL_STEPS, 'Local steps K at two client steps: the efficiency '
       'K T(K) / T(1) and where it breaks down',
       wide, paired=tuple(dict(local_steps=k, client_lr=lr,
                               label=f'K{k}_lr{lr:g}')
@@ -173,10 +183,10 @@ def _local_steps(s, wide) -> ExperimentSpec:
       budget_factor=BUDGET_FACTOR)
 
 
-def _grid(s, theory) -> ExperimentSpec:
+def _grid(s, theory) -> StudySpec:
   """E3: n x m, the width threshold m*(n) (C14), C2 across n, C12."""
-  return ExperimentSpec(
-      'E3_grid', 'Examples n and width m: where the prediction starts to '
+  return StudySpec(
+      GRID, 'Examples n and width m: where the prediction starts to '
       'hold, m*(n), and the rounds to eps across n',
       theory, grid=dict(num_examples=list(s['grid_ns']),
                         width=list(s['grid_widths'])),
@@ -187,7 +197,7 @@ def _grid(s, theory) -> ExperimentSpec:
       seeds=s['seeds'], budget_factor=BUDGET_FACTOR)
 
 
-def _heterogeneity(s, wide) -> ExperimentSpec:
+def _heterogeneity(s, wide) -> StudySpec:
   """E4: partitions at large width, and the half-step arm (C7, C16)."""
   partitions = (
       dict(partition='iid', label='iid'),
@@ -197,8 +207,8 @@ def _heterogeneity(s, wide) -> ExperimentSpec:
       dict(partition='shards', shards_per_client=1, label='shards_1'))
   half = tuple(dict(p, client_lr=CLIENT_LR / 2, label=p['label'] + '_half')
                for p in partitions if p['label'] in ('iid', 'shards_1'))
-  return ExperimentSpec(
-      'E4_heterogeneity', 'Heterogeneity: iid, Dirichlet label skew and '
+  return StudySpec(
+      HETEROGENEITY, 'Heterogeneity: iid, Dirichlet label skew and '
       'shards at large width; iid and one shard per client at half the step',
       wide, paired=partitions + half, seeds=s['pair_seeds'],
       budget_factor=BUDGET_FACTOR)
@@ -207,8 +217,8 @@ def _heterogeneity(s, wide) -> ExperimentSpec:
 def _comparisons(s, wide) -> tuple:
   """E5, E6: algorithms and depth at large width."""
   return (
-    ExperimentSpec(
-        'E5_algorithms', 'Local SGD, Local GD, minibatch SGD and '
+    StudySpec(
+        ALGORITHMS, 'Local SGD, Local GD, minibatch SGD and '
         'centralized GD',
         wide,
         paired=(dict(algorithm='local_sgd', batch_size=LOCAL_SGD_BATCH,
@@ -219,8 +229,8 @@ def _comparisons(s, wide) -> tuple:
                 dict(algorithm='local_gd', num_clients=1, local_steps=1,
                      label='centralized_gd')),
         seeds=s['pair_seeds'], budget_factor=BUDGET_FACTOR),
-    ExperimentSpec(
-        'E6_depth', 'Depth L at large width (client_lr scaled by 1/L)',
+    StudySpec(
+        DEPTH, 'Depth L at large width (client_lr scaled by 1/L)',
         wide,
         paired=tuple(dict(depth=d, client_lr=CLIENT_LR / d, label=f'L{d}')
                      for d in s['depths']),
@@ -231,8 +241,8 @@ def _comparisons(s, wide) -> tuple:
 def _real_data(preset, s, theory) -> tuple:
   """E7: digits outside the theory (cross-entropy); E8: digits inside it."""
   return (
-    ExperimentSpec(
-        'E7_real_data', 'Real data: digits (offline); MNIST and CIFAR-10 '
+    StudySpec(
+        REAL_DATA, 'Real data: digits (offline); MNIST and CIFAR-10 '
         'in the paper preset. A demonstration outside the theory '
         '(cross-entropy, all layers trained)',
         dict(dataset='digits', num_examples=0 if preset == 'paper' else 400,
@@ -245,8 +255,8 @@ def _real_data(preset, s, theory) -> tuple:
         grid=dict(dataset=['digits', 'mnist', 'cifar10']
                   if preset == 'paper' else ['digits']),
         seeds=1),
-    ExperimentSpec(
-        'E8_digits_theory', 'Real data in the theory\'s setting: digits as '
+    StudySpec(
+        DIGITS_THEORY, 'Real data in the theory\'s setting: digits as '
         '+-1 targets (digit >= 5), unit-norm inputs, squared loss, hidden '
         'layer only, Local GD over Dirichlet clients, against width',
         dict(theory, dataset='digits_binary', num_examples=s['digits_n'],

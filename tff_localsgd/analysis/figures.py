@@ -19,6 +19,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
+from tff_localsgd import suite
 from tff_localsgd import config as config_lib  # noqa: E402
 from tff_localsgd import files  # noqa: E402
 from tff_localsgd.analysis.claims import base as claims_base  # noqa: E402
@@ -185,7 +186,7 @@ def lazy_figure(claims, out_dir):
 
 
 def drift_figure(runs, claim, out_dir):
-  e1 = [r for r in runs_lib.finished(runs, 'E1_width', 'lazy') if r.steps]
+  e1 = [r for r in runs_lib.finished(runs, suite.WIDTH, 'lazy') if r.steps]
   if not e1:
     return None
   fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.4))
@@ -264,7 +265,7 @@ def efficiency_figure(claim, out_dir):
 def sample_size_figure(runs, out_dir):
   """T (filled; hollow if censored) and T_pred (crosses) against n at E3's
   wide width, the one its extra-n group runs at."""
-  e3 = runs_lib.finished(runs, 'E3_grid')
+  e3 = runs_lib.finished(runs, suite.GRID)
   extra = [r for r in e3 if r.group != 'grid']
   if not extra:
     return None
@@ -298,7 +299,7 @@ def _examples_per_round(run):
 def draw_all(runs, claims, out_dir) -> list:
   """Draws every figure the claims refer to; returns the files written."""
   by_id = {c.id: c for c in claims}
-  e1 = runs_lib.finished(runs, 'E1_width', 'lazy')
+  e1 = runs_lib.finished(runs, suite.WIDTH, 'lazy')
   written = [
       e1 and loss_figure(e1, lambda r: f'm={r.config["width"]}',
                          'E1: Local GD by width', out_dir, 'E1_loss.png'),
@@ -308,11 +309,11 @@ def draw_all(runs, claims, out_dir) -> list:
       efficiency_figure(by_id.get('C6'), out_dir),
       sample_size_figure(runs, out_dir)]
   for name, key, scale in (
-      ('E4_heterogeneity', lambda r: r.group, None),
-      ('E5_algorithms', lambda r: r.group, _examples_per_round),
-      ('E6_depth', lambda r: f'L={r.config["depth"]}', None),
-      ('E7_real_data', lambda r: r.config['dataset'], None),
-      ('E8_digits_theory', lambda r: f'm={r.config["width"]}', None)):
+      (suite.HETEROGENEITY, lambda r: r.group, None),
+      (suite.ALGORITHMS, lambda r: r.group, _examples_per_round),
+      (suite.DEPTH, lambda r: f'L={r.config["depth"]}', None),
+      (suite.REAL_DATA, lambda r: r.config['dataset'], None),
+      (suite.DIGITS_THEORY, lambda r: f'm={r.config["width"]}', None)):
     members = runs_lib.finished(runs, name)
     if members:
       written.append(loss_figure(members, key, name.replace('_', ' '),

@@ -167,12 +167,12 @@ def _suite_cost_line(info) -> str:
   return line + '. Per study, its trials\' seconds:'
 
 
-def _experiment_lines(preset, runs, info) -> list:
+def _study_lines(preset, runs, info) -> list:
   lines = ['## Studies', '', _suite_cost_line(info), '']
   trial_s = info.get('trial_s', {})
   specs = suite_lib.suite(preset) if preset in suite_lib.PRESETS else ()
   for spec in specs:
-    members = [r for r in runs if r.experiment == spec.name]
+    members = [r for r in runs if r.study == spec.name]
     counts = collections.Counter(r.status for r in members)
     spent = trial_s.get(spec.name)
     cost = (f'{spent:.0f} trial-seconds' if spent is not None else
@@ -200,7 +200,7 @@ def _determinism_lines(determinism) -> list:
 def _problem_lines(runs, planned, not_run) -> list:
   lines = ['', '## Not run, diverged or failed', '']
   problems = [r for r in runs if r.status != 'completed']
-  lines += [f'- `{r.experiment}/{r.group}/{r.name}`: {r.status}'
+  lines += [f'- `{r.study}/{r.group}/{r.name}`: {r.status}'
             f'{": " + r.summary.get("error", "") if r.summary.get("error") else ""}'
             for r in problems]
   if planned > len(runs):
@@ -241,7 +241,7 @@ def generate(out: str) -> dict:
   lines += threshold
   lines += _figure_lines(written)
   written += calibration_figures + threshold_figures
-  lines += _experiment_lines(preset, runs, info)
+  lines += _study_lines(preset, runs, info)
   lines += _determinism_lines(determinism)
   lines += _problem_lines(runs, planned, info.get('not_run', []))
   lines += ['', '## Provenance', '']
@@ -252,14 +252,14 @@ def generate(out: str) -> dict:
             '|---|---|---|---|']
   outcomes = [r.outcome() for r in runs]
   for r, outcome in zip(runs, outcomes):
-    lines.append(f'| {r.experiment}/{r.group}/{r.name} | {r.status} | '
+    lines.append(f'| {r.study}/{r.group}/{r.name} | {r.status} | '
                  f'{outcome.describe() if outcome else "-"} | '
                  f'`{_flags(r.config)}` |')
   results = {
       'preset': preset, 'epsilon': eps, 'claims': claim_dicts,
       'figures': written, 'provenance': provenance,
       'determinism': determinism,
-      'trials': [{'experiment': r.experiment, 'group': r.group,
+      'trials': [{'study': r.study, 'group': r.group,
                   'name': r.name, 'status': r.status,
                   'config': _trial_config(r.config, out),
                   'outcome': o.to_dict() if o else None}

@@ -1,10 +1,11 @@
 """Reading a suite's results back: only what the recorders wrote.
 
 Layout of a suite directory (benchmarks.reproduce):
-  <out>/<experiment>/<group>/<trial>/{config.json, summary.json, metrics.csv,
+  <out>/<study>/<group>/<trial>/{config.json, summary.json, metrics.csv,
                                       drift_steps.csv}
-where <group> is one paired setting of the experiment ('all' when there is
-none) and <trial> one point of its grid and one seed.
+where <study> is a suite entry (suite.py), <group> one paired setting of
+the study ('all' when there is none) and <trial> one point of its grid and
+one seed.
 
 A run's target is eps F_0 (tff_localsgd/outcomes.py), with eps from its
 config and F_0 = (1/2n) sum_j ||y_j||^2 from its summary (rundir.eps_target).
@@ -24,7 +25,7 @@ from tff_localsgd import rundir
 @dataclasses.dataclass
 class Run:
   """One trial as recorded on disk."""
-  experiment: str
+  study: str
   group: str
   name: str
   path: str
@@ -88,9 +89,9 @@ class Run:
     return rounds, [sum(by_round[t]) / len(by_round[t]) for t in rounds]
 
 
-def finished(runs, experiment, group=None) -> list:
-  """The finished runs (completed or diverged) of an experiment and group."""
-  return [r for r in runs if r.experiment == experiment and
+def finished(runs, study, group=None) -> list:
+  """The finished runs (completed or diverged) of a study and group."""
+  return [r for r in runs if r.study == study and
           r.status in results.DONE and
           (group is None or r.group == group)]
 
@@ -98,9 +99,9 @@ def finished(runs, experiment, group=None) -> list:
 def load_runs(out: str) -> list:
   """Every trial directory under a suite directory, finished or not."""
   runs = []
-  for experiment in sorted(os.listdir(out)):
-    exp_dir = os.path.join(out, experiment)
-    if not (os.path.isdir(exp_dir) and experiment[:1] == 'E'):
+  for study in sorted(os.listdir(out)):
+    exp_dir = os.path.join(out, study)
+    if not (os.path.isdir(exp_dir) and study[:1] == 'E'):
       continue
     for group in sorted(os.listdir(exp_dir)):
       group_dir = os.path.join(exp_dir, group)
@@ -111,7 +112,7 @@ def load_runs(out: str) -> list:
         run = rundir.RunDir(path=path)
         if not os.path.exists(run.file(rundir.TRIAL_JSON)):
           continue  # logs/, hparams, not a trial
-        runs.append(Run(experiment, group, name, path,
+        runs.append(Run(study, group, name, path,
                         run.read_config() or {}, run.read_summary() or {},
                         run.read_rows(), run.read_rows(rundir.STEPS_CSV)))
   return runs

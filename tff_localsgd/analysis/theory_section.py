@@ -7,6 +7,7 @@ sentence at the top is computed from the same records the claims judge.
 
 import os
 
+from tff_localsgd import suite
 from tff_localsgd.analysis import calibration
 from tff_localsgd.analysis import calibration_figures
 from tff_localsgd.analysis import theory_widths
@@ -46,7 +47,7 @@ def threshold_lines(runs, out_dir) -> tuple:
   of e(n, m) with the threshold, and b beside the theory's exponents."""
   claim = threshold.C14()
   pairs = [p for p in map(threshold.pair, runs)
-           if p is not None and p.study == 'E3_grid' and p.group == 'grid']
+           if p is not None and p.study == suite.GRID and p.group == 'grid']
   if not pairs:
     return [], []
   _, fit, surface, _ = claim.judge(pairs)

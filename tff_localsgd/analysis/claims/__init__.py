@@ -8,6 +8,7 @@ whose attributes and methods are its criterion, written before the runs it
 judges; the report prints the commit at which each class last changed.
 """
 
+from tff_localsgd import suite
 from tff_localsgd.sweep import grid
 from tff_localsgd.analysis import runs as runs_lib
 from tff_localsgd.analysis.claims import federated
@@ -25,7 +26,7 @@ CLAIMS = (prediction.C1(), prediction.C2(), lazy.C3(), lazy.C4(), lazy.C5(),
 def with_missing(runs, steps) -> list:
   """runs plus a placeholder (status 'missing', its planned config) for
   every planned trial of steps (suite.plan) that is not on disk."""
-  have = {(r.experiment, r.group, r.name) for r in runs}
+  have = {(r.study, r.group, r.name) for r in runs}
   out = list(runs)
   for spec, label, trials in steps:
     for trial in trials:

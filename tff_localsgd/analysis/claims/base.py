@@ -61,7 +61,7 @@ def worst(verdicts) -> str:
 
 
 def label(run) -> str:
-  return f'{run.experiment}/{run.group}/{run.name}'
+  return f'{run.study}/{run.group}/{run.name}'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +119,7 @@ def sort_trials(runs, *, reach: bool = True) -> Trials:
 def select(runs, study, group=None, **config) -> list:
   """The runs (planned ones included, missing or not) of a study and group
   whose config has the given values."""
-  return [r for r in runs if r.experiment == study and
+  return [r for r in runs if r.study == study and
           (group is None or r.group == group) and
           all(r.config.get(k) == v for k, v in config.items())]
 

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from tff_localsgd import suite
 from tff_localsgd.analysis import fits
 from tff_localsgd.analysis.claims import base
 
@@ -112,7 +113,7 @@ class C6:
                  f'K T(K)/T(1) is within a factor {RATIO_FACTOR} of the '
                  f'predicted K T_pred(K)/T_pred(1) (the breakdown K, first '
                  f'efficiency > {self.BREAKDOWN:g}, is shown per step)')
-    e2 = base.select(runs, 'E2_local_steps')
+    e2 = base.select(runs, suite.LOCAL_STEPS)
     verdicts, texts, efficiency = [], [], {}
     for lr in sorted({r.config['client_lr'] for r in e2}, reverse=True):
       v, text, efficiency[lr] = self._step(e2, lr)
@@ -153,7 +154,7 @@ class C7:
                  f'{RATIO_FACTOR} of the predicted ratio; and for some '
                  f'partition with zeta^2 >= {self.ZETA_FACTOR:g} zeta^2(iid) '
                  'the per-seed log(T/T_iid) has a 95% t-interval excluding 0')
-    e4 = [r for r in base.select(runs, 'E4_heterogeneity')
+    e4 = [r for r in base.select(runs, suite.HETEROGENEITY)
           if not r.group.endswith('_half')]
     groups = sorted({r.group for r in e4})
     if 'iid' not in groups:
@@ -212,7 +213,7 @@ class C16:
                  f'same at the full step, within a factor '
                  f'{self.SHRINK_FACTOR} of the predicted shrink (from T_pred); '
                  f'INCONCLUSIVE if the full-step penalty < {self.MIN_PENALTY}')
-    e4 = base.select(runs, 'E4_heterogeneity')
+    e4 = base.select(runs, suite.HETEROGENEITY)
     full, f_trials = _ratio_table(e4, ['iid', 'shards_1'], 'iid')
     half, h_trials = _ratio_table(e4, ['iid_half', 'shards_1_half'],
                                   'iid_half')
@@ -300,12 +301,12 @@ class C8:
     return float(d), float(d_mean), float(sd), t_e
 
   def __call__(self, runs):
-    trials = base.sort_trials(base.select(runs, 'E5_algorithms', 'local_sgd'))
+    trials = base.sort_trials(base.select(runs, suite.ALGORITHMS, 'local_sgd'))
     usable = [r for r in trials.usable if r.theory and
               r.theory.get('expected_curve') and
               r.theory.get('expected_rounds_to_eps')]
     gap = self._gap(base.sort_trials(base.select(
-        runs, 'E5_algorithms', 'local_gd')).usable)
+        runs, suite.ALGORITHMS, 'local_gd')).usable)
     verdicts = [trials.verdict or 'PASS']
     if len(usable) < 2 or gap is None or len(usable) < len(trials.usable):
       verdicts.append('INCONCLUSIVE')
@@ -339,8 +340,8 @@ class C9:
   tests = ('test_c9_fails_when_a_wide_run_diverges',)
 
   def __call__(self, runs):
-    lazy = base.select(runs, 'E1_width', 'lazy')
-    widest = base.select(lazy, 'E1_width', 'lazy', width=max(
+    lazy = base.select(runs, suite.WIDTH, 'lazy')
+    widest = base.select(lazy, suite.WIDTH, 'lazy', width=max(
         (r.config['width'] for r in lazy), default=0))
     return _reach_claim(self.id, 'Wide networks reach epsilon.',
                         'every seed at the largest width of E1 reaches eps '
@@ -357,7 +358,7 @@ class C11:
     claim = ('Demonstration outside the theory (cross-entropy, all layers '
              'trained): on real data (digits) Local SGD lowers the training '
              'loss.')
-    trials = base.sort_trials(base.select(runs, 'E7_real_data'), reach=False)
+    trials = base.sort_trials(base.select(runs, suite.REAL_DATA), reach=False)
     verdicts, rows = [trials.verdict or 'PASS'], []
     for r in trials.usable:
       _, losses = r.series('train_loss')

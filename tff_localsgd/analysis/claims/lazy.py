@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from tff_localsgd import suite
 from tff_localsgd import metrics
 from tff_localsgd.analysis import fits
 from tff_localsgd.analysis.claims import base
@@ -36,7 +37,7 @@ def _group_fit(runs, group, column, predicted):
   predicted +- LAZY_TOLERANCE, after the one rule (reach=False). A control
   group with a diverged trial is INCONCLUSIVE, not FAIL: a run that blew up
   says nothing about how far a stable non-lazy run's weights move."""
-  trials = base.sort_trials(base.select(runs, 'E1_width', group),
+  trials = base.sort_trials(base.select(runs, suite.WIDTH, group),
                             reach=False)
   if trials.verdict:
     verdict = 'INCONCLUSIVE' if group == 'catapult' else trials.verdict
@@ -90,10 +91,10 @@ class _LazySlope:
     stat = (f'lazy: {_fmt_group(lazy)}; control: {_fmt_group(control)}; '
             f'paired difference ' +
             (base.fmt_fit(diff) if diff else 'not available'))
-    data = {'points': _final_points(base.select(runs, 'E1_width', 'lazy'),
+    data = {'points': _final_points(base.select(runs, suite.WIDTH, 'lazy'),
                                     column),
             'control_points': _final_points(
-                base.select(runs, 'E1_width', 'catapult'), column),
+                base.select(runs, suite.WIDTH, 'catapult'), column),
             'fit': lazy[1].to_dict() if lazy[1] else None,
             'control_fit': control[1].to_dict() if control[1] else None}
     return base.Claim(claim_id, text, stat, criterion, verdict, self.figure,
@@ -113,7 +114,7 @@ class C3(_LazySlope):
 
   def __call__(self, runs):
     prefix = 'lazy/weight_change_rel/'
-    layers = _layers(base.select(runs, 'E1_width', 'lazy'), prefix)
+    layers = _layers(base.select(runs, suite.WIDTH, 'lazy'), prefix)
     if not layers:
       return [base.Claim(self.id, 'Relative weight change falls with width.',
                          'no E1 lazy run with lazy diagnostics', '',
@@ -225,7 +226,7 @@ class C5:
     return points, over, missing
 
   def __call__(self, runs):
-    trials = base.sort_trials(base.select(runs, 'E1_width', 'lazy'),
+    trials = base.sort_trials(base.select(runs, suite.WIDTH, 'lazy'),
                               reach=False)
     points, over, missing = self.bound_check(trials.usable)
     fit, why = base.seed_fit(points)
@@ -234,7 +235,7 @@ class C5:
     verdict = 'FAIL' if over else base.worst(
         [flat, trials.verdict or 'PASS',
          'INCONCLUSIVE' if missing else 'PASS'])
-    control = base.sort_trials(base.select(runs, 'E1_width', 'catapult'),
+    control = base.sort_trials(base.select(runs, suite.WIDTH, 'catapult'),
                                reach=False)
     _, control_over, _ = self.bound_check(control.usable)
     control_verdict = 'FAIL' if control_over else 'PASS'

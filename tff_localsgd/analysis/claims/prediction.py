@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from tff_localsgd import suite
 from tff_localsgd.analysis import fits
 from tff_localsgd.analysis.claims import base
 
@@ -27,9 +28,9 @@ GAP_TOL = math.log(1.25)
 
 def _widest_and_narrowest(runs):
   widths = sorted({r.config['width'] for r in runs})
-  return (base.select(runs, runs[0].experiment, runs[0].group,
+  return (base.select(runs, runs[0].study, runs[0].group,
                       width=widths[-1]),
-          base.select(runs, runs[0].experiment, runs[0].group,
+          base.select(runs, runs[0].study, runs[0].group,
                       width=widths[0]))
 
 
@@ -82,7 +83,7 @@ class C1:
 
   def __call__(self, runs):
     return _follows_at_width(self.id, self.claim, self.figure, self.tests,
-                             base.select(runs, 'E1_width', 'lazy'),
+                             base.select(runs, suite.WIDTH, 'lazy'),
                              'E1 lazy')
 
 
@@ -98,7 +99,7 @@ class C15:
 
   def __call__(self, runs):
     return _follows_at_width(self.id, self.claim, self.figure, self.tests,
-                             base.select(runs, 'E8_digits_theory'), 'E8')
+                             base.select(runs, suite.DIGITS_THEORY), 'E8')
 
 
 class C10:
@@ -116,7 +117,7 @@ class C10:
     criterion = (f'every seed of every depth reaches eps F_0 with '
                  f'|log(T/T_pred)| <= {ROUNDS_TOL}')
     rows, verdicts = [], []
-    for depth, members in base.by(base.select(runs, 'E6_depth'),
+    for depth, members in base.by(base.select(runs, suite.DEPTH),
                                   'depth').items():
       verdict, checks, trials = base.follows_prediction(
           members, ROUNDS_TOL, math.inf)
@@ -187,7 +188,7 @@ class C2:
     return base.worst(verdicts), text, {'median': median, 'diffs': diffs}
 
   def __call__(self, runs):
-    e3 = base.select(runs, 'E3_grid')
+    e3 = base.select(runs, suite.GRID)
     if not e3:
       return base.Claim(self.id, self.claim, 'no E3 run', self.criterion(),
                         'INCONCLUSIVE', self.figure,
@@ -195,11 +196,11 @@ class C2:
     # The wide width: the one the extra-n group runs at (n up to wide_n).
     widths = sorted({r.config['width'] for r in e3})
     extra = [r for r in e3 if r.group != 'grid']
-    wide = base.select(e3, 'E3_grid', width=extra[0].config['width']
+    wide = base.select(e3, suite.GRID, width=extra[0].config['width']
                        if extra else widths[-1])
     verdict, text, data = self.judge(wide)
     control, control_text, _ = self.judge(
-        base.select(e3, 'E3_grid', width=widths[0]))
+        base.select(e3, suite.GRID, width=widths[0]))
     if verdict == 'PASS' and control != 'FAIL':
       verdict = 'INCONCLUSIVE'
     m = wide[0].config['width']
@@ -252,7 +253,7 @@ class C12:
     criterion = (f'per (n, seed) slope of log max gap against log m over E3: '
                  f'95% t-interval inside [{self.BAND_LOW}, {self.BAND_HIGH}] '
                  '(FAIL if outside it)')
-    trials = base.sort_trials(base.select(runs, 'E3_grid', 'grid'),
+    trials = base.sort_trials(base.select(runs, suite.GRID, 'grid'),
                               reach=False)
     points = []
     for r in trials.usable:

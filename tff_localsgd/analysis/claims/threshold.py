@@ -13,6 +13,7 @@ INCONCLUSIVE (base.sort_trials).
 
 import dataclasses
 
+from tff_localsgd import suite
 from tff_localsgd.analysis import calibration
 from tff_localsgd.analysis import width_threshold
 from tff_localsgd.analysis.claims import base
@@ -20,10 +21,10 @@ from tff_localsgd.analysis.claims import base
 # The synthetic Local GD trials, whose T_pred is exact for the linearized
 # net: every study but the catapult control (rho(M) > 1), Local SGD and
 # minibatch SGD (predicted only in expectation) and real data.
-CALIBRATED = {'E1_width': ('lazy',), 'E2_local_steps': None,
-              'E3_grid': None, 'E4_heterogeneity': None,
-              'E5_algorithms': ('local_gd', 'centralized_gd'),
-              'E6_depth': None}
+CALIBRATED = {suite.WIDTH: ('lazy',), suite.LOCAL_STEPS: None,
+              suite.GRID: None, suite.HETEROGENEITY: None,
+              suite.ALGORITHMS: ('local_gd', 'centralized_gd'),
+              suite.DEPTH: None}
 
 
 def pair(run):
@@ -34,7 +35,7 @@ def pair(run):
   gap = base.gap_to_prediction(run)
   reached = outcome.status in ('reached', 'censored')
   return calibration.Pair(
-      study=run.experiment, group=run.group, trial=run.name,
+      study=run.study, group=run.group, trial=run.name,
       n=run.config['num_examples'], m=run.config['width'], seed=run.seed,
       depth=run.config.get('depth', 1),
       rounds=outcome.round if reached else None,
@@ -44,9 +45,9 @@ def pair(run):
 
 def calibrated_pairs(runs) -> tuple:
   """(pairs of every finished synthetic Local GD run, Trials of them)."""
-  members = [r for r in runs if r.experiment in CALIBRATED and (
-      CALIBRATED[r.experiment] is None or
-      r.group in CALIBRATED[r.experiment])]
+  members = [r for r in runs if r.study in CALIBRATED and (
+      CALIBRATED[r.study] is None or
+      r.group in CALIBRATED[r.study])]
   trials = base.sort_trials(members, reach=False)
   pairs = [pair(r) for r in trials.usable]
   return tuple(p for p in pairs if p is not None), trials
@@ -105,7 +106,7 @@ class C14:
     return base.worst(verdicts), fit, surface, falls
 
   def __call__(self, runs):
-    trials = base.sort_trials(base.select(runs, 'E3_grid', 'grid'),
+    trials = base.sort_trials(base.select(runs, suite.GRID, 'grid'),
                               reach=False)
     pairs = [p for p in map(pair, trials.usable) if p is not None]
     if not pairs:
