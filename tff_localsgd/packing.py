@@ -139,8 +139,10 @@ def pack_work(spec, loss: str, weights, data, *, measure=None, **step_args):
   n = tf.cast(data['num_examples'], tf.float32)
   total = tf.reduce_sum(n)
   out = collections.OrderedDict(
-      weighted_delta=tuple(pack_mean(w - w0, n) * total
-                           for w, w0 in zip(local, spec.trainable(weights))),
+      # tensordot forgets the static shape, which the round's sum needs.
+      weighted_delta=tuple(
+          tf.ensure_shape(pack_mean(w - w0, n) * total, w0.shape)
+          for w, w0 in zip(local, spec.trainable(weights))),
       num_examples=total,
       local_loss=pack_mean(last_loss, n))
   if measure is not None:
