@@ -240,6 +240,24 @@ def test_the_fused_round_has_the_bits_of_its_pieces(monkeypatch, overrides,
     np.testing.assert_array_equal(g, w)
 
 
+def test_the_state_a_round_returns_comes_back_as_its_tensor():
+  # The next round's state is the arrays the last round returned: read-only,
+  # so the engine passes their tensors on instead of converting them again.
+  config = make_config(algorithm='local_gd')
+  spec, proc = build(config)
+  clients = round_data(make_clients(), 1)
+  with inprocess.inprocess_engine('/CPU:0'):
+    first, _ = proc.next(spec.initial_weights, clients)
+    assert all(not w.flags.writeable for w in first)
+    again, _ = proc.next(first, clients)  # the held tensors
+    copied, _ = proc.next(tuple(np.array(w) for w in first), clients)
+    moved = tuple(np.array(w) + np.float32(0.5) for w in first)
+    elsewhere, _ = proc.next(moved, clients)  # converted: not the held ones
+  for a, c in zip(again, copied):
+    np.testing.assert_array_equal(a, c)
+  assert not np.array_equal(elsewhere[1], again[1])
+
+
 def test_auto_picks_inprocess_only_with_a_gpu():
   config = config_lib.ExperimentConfig(engine='auto')
   has_gpu = bool(tf.config.list_physical_devices('GPU'))

@@ -75,13 +75,14 @@ def _flatten(value, type_spec) -> list:
   return out
 
 
-def _unflatten(type_spec, tensors):
-  """A Python value of type_spec (containers as the type says) from tensors."""
+def _unflatten(type_spec, arrays):
+  """A Python value of type_spec (containers as the type says) from an
+  iterator of its leaves' arrays."""
   if isinstance(type_spec, computation_types.FederatedType):
     type_spec = type_spec.member
   if isinstance(type_spec, computation_types.TensorType):
-    return next(tensors).numpy()
-  elements = [(name, _unflatten(t, tensors))
+    return next(arrays)
+  elements = [(name, _unflatten(t, arrays))
               for name, t in structure.iter_elements(type_spec)]
   container = getattr(type_spec, 'python_container', None)
   named = all(name for name, _ in elements) and elements
@@ -198,6 +199,7 @@ class MapReduceRound:
     self._state = _leaves(self.parameter_type[0])
     self._client = _leaves(self.parameter_type[1].member)
     self._calls = {}  # (clients, first, last) -> its concrete function
+    self._held = {}  # id(array) -> (array, tensor): the last state returned
 
   def _body(self, num_clients: int, first: bool, last: bool, *flat):
     """A chunk of the round on flat tensors.
@@ -239,19 +241,35 @@ class MapReduceRound:
             functools.partial(self._body, *key), specs)
     return self._calls[key]
 
+  def _tensor(self, value):
+    """value as a tensor: the tensor it came from if it is an array of the
+    state the last call returned (read-only: the next round's state, passed
+    back as it was), else converted."""
+    held = self._held.get(id(value))
+    return held[1] if held and held[0] is value else tf.convert_to_tensor(
+        value)
+
   def __call__(self, state, clients):
     state_type, clients_type = self.parameter_type[0], self.parameter_type[1]
     with tf.device(self.device):
-      state = [tf.convert_to_tensor(v) for v in _flatten(state, state_type)]
+      state = [self._tensor(v) for v in _flatten(state, state_type)]
       carried = []
       for start in range(0, max(len(clients), 1), CLIENTS_PER_CALL):
         chunk = clients[start:start + CLIENTS_PER_CALL]
         data = [tf.convert_to_tensor(v) for client in chunk
                 for v in _flatten(client, clients_type.member)]
-        last = start + CLIENTS_PER_CALL >= len(clients)
-        carried = self._call(len(chunk), start == 0, last)(
-            *state, *carried, *data)
-    return _unflatten(self.result_type, iter(carried))
+        call = self._call(len(chunk), start == 0,
+                          start + CLIENTS_PER_CALL >= len(clients))
+        # _call_flat: the flat tensors as they are, without __call__'s
+        # structuring of its arguments.
+        carried = call._call_flat([*state, *carried, *data],
+                                  call.captured_inputs)
+    arrays = [t.numpy() for t in carried]
+    self._held = {}
+    for array, tensor in zip(arrays, carried[:len(self._state)]):
+      array.setflags(write=False)
+      self._held[id(array)] = (array, tensor)
+    return _unflatten(self.result_type, iter(arrays))
 
 
 def _state_and(comp):
@@ -300,7 +318,7 @@ class InProcessContext(tff.framework.SyncContext):
     parameter, result = comp.type_signature.parameter, comp.type_signature.result
     if kind == 'tensorflow':
       graph = TFGraph(comp, self.device)
-      return lambda arg: _unflatten(result, iter(graph(
+      return lambda arg: _unflatten(result, (t.numpy() for t in graph(
           *_flatten(arg, parameter))))
     if not (isinstance(parameter, computation_types.StructType)
             and len(parameter) == 2):
