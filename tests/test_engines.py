@@ -240,22 +240,31 @@ def test_the_fused_round_has_the_bits_of_its_pieces(monkeypatch, overrides,
     np.testing.assert_array_equal(g, w)
 
 
-def test_the_state_a_round_returns_comes_back_as_its_tensor():
-  # The next round's state is the arrays the last round returned: read-only,
-  # so the engine passes their tensors on instead of converting them again.
+def test_read_only_arrays_come_back_as_their_tensors():
+  # The next round's state is the arrays the last round returned, read-only;
+  # a client's data is read-only (data.py) and the same every round. The
+  # engine converts such arrays once; the bits are those of fresh copies,
+  # and a changed state or client is converted anew.
   config = make_config(algorithm='local_gd')
   spec, proc = build(config)
-  clients = round_data(make_clients(), 1)
+  clients = make_clients()
+  frozen = [(np.array(x), np.array(y)) for x, y in clients]
+  for x, y in frozen:
+    x.setflags(write=False)
+    y.setflags(write=False)
   with inprocess.inprocess_engine('/CPU:0'):
-    first, _ = proc.next(spec.initial_weights, clients)
+    first, _ = proc.next(spec.initial_weights, round_data(frozen, 1))
     assert all(not w.flags.writeable for w in first)
-    again, _ = proc.next(first, clients)  # the held tensors
-    copied, _ = proc.next(tuple(np.array(w) for w in first), clients)
+    again, _ = proc.next(first, round_data(frozen, 2))  # held tensors
+    copied, _ = proc.next(tuple(np.array(w) for w in first),
+                          round_data(clients, 2))
     moved = tuple(np.array(w) + np.float32(0.5) for w in first)
-    elsewhere, _ = proc.next(moved, clients)  # converted: not the held ones
+    elsewhere, _ = proc.next(moved, round_data(frozen, 2))
+    other_data, _ = proc.next(first, round_data(make_clients(seed=5), 2))
   for a, c in zip(again, copied):
     np.testing.assert_array_equal(a, c)
   assert not np.array_equal(elsewhere[1], again[1])
+  assert not np.array_equal(other_data[1], again[1])
 
 
 def test_auto_picks_inprocess_only_with_a_gpu():

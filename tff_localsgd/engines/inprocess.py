@@ -32,6 +32,7 @@ import functools
 import weakref
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.python.common_libs import structure
@@ -165,6 +166,11 @@ def _in_frames(graph_def, scope: str):
 CLIENTS_PER_CALL = 16
 
 
+# Read-only client arrays whose tensors a round keeps for the next rounds
+# (the first converted go first): the suite's 4 to 16 clients' x and y.
+HELD_DATA = 64
+
+
 class MapReduceRound:
   """A (<S@SERVER, {D}@CLIENTS> -> <S@SERVER, X@SERVER>) round, run in-process.
 
@@ -199,7 +205,9 @@ class MapReduceRound:
     self._state = _leaves(self.parameter_type[0])
     self._client = _leaves(self.parameter_type[1].member)
     self._calls = {}  # (clients, first, last) -> its concrete function
-    self._held = {}  # id(array) -> (array, tensor): the last state returned
+    # id(array) -> (array, tensor), for read-only arrays: the state the last
+    # call returned, and clients' data (up to HELD_DATA arrays).
+    self._held_state, self._held_data = {}, collections.OrderedDict()
 
   def _body(self, num_clients: int, first: bool, last: bool, *flat):
     """A chunk of the round on flat tensors.
@@ -241,22 +249,26 @@ class MapReduceRound:
             functools.partial(self._body, *key), specs)
     return self._calls[key]
 
-  def _tensor(self, value):
-    """value as a tensor: the tensor it came from if it is an array of the
-    state the last call returned (read-only: the next round's state, passed
-    back as it was), else converted."""
-    held = self._held.get(id(value))
-    return held[1] if held and held[0] is value else tf.convert_to_tensor(
-        value)
+  def _tensor(self, value, held):
+    """value as a tensor. A read-only array is converted once and then
+    passed on as its tensor while `held` holds it (a round's state, given
+    back as the next round's; a client's data, the same every round)."""
+    if not isinstance(value, np.ndarray) or value.flags.writeable:
+      return tf.convert_to_tensor(value)
+    entry = held.get(id(value))
+    if entry is None or entry[0] is not value:
+      entry = held[id(value)] = (value, tf.convert_to_tensor(value))
+    return entry[1]
 
   def __call__(self, state, clients):
     state_type, clients_type = self.parameter_type[0], self.parameter_type[1]
     with tf.device(self.device):
-      state = [self._tensor(v) for v in _flatten(state, state_type)]
+      state = [self._tensor(v, self._held_state)
+               for v in _flatten(state, state_type)]
       carried = []
       for start in range(0, max(len(clients), 1), CLIENTS_PER_CALL):
         chunk = clients[start:start + CLIENTS_PER_CALL]
-        data = [tf.convert_to_tensor(v) for client in chunk
+        data = [self._tensor(v, self._held_data) for client in chunk
                 for v in _flatten(client, clients_type.member)]
         call = self._call(len(chunk), start == 0,
                           start + CLIENTS_PER_CALL >= len(clients))
@@ -264,11 +276,13 @@ class MapReduceRound:
         # structuring of its arguments.
         carried = call._call_flat([*state, *carried, *data],
                                   call.captured_inputs)
+    while len(self._held_data) > HELD_DATA:
+      self._held_data.popitem(last=False)
     arrays = [t.numpy() for t in carried]
-    self._held = {}
+    self._held_state = {}
     for array, tensor in zip(arrays, carried[:len(self._state)]):
       array.setflags(write=False)
-      self._held[id(array)] = (array, tensor)
+      self._held_state[id(array)] = (array, tensor)
     return _unflatten(self.result_type, iter(arrays))
 
 
