@@ -2,10 +2,16 @@
 
   python -m benchmarks.throughput                   # writes reports/perf/PERF.md
   python -m benchmarks.throughput --grid=width=128,1024 --grid=num_clients=10,100 --grid=local_steps=10
+  python -m benchmarks.throughput --rows=64:4:5,1024:4:5 --examples_per_client=16 \
+      --input_dim=16 --train_layers=hidden --client_lr=8   # the suite's rounds
 
-Workload (the issue's): MLP d=64 -> m -> m -> 1 (depth 1), 100 examples per
-client, K full-batch local GD steps (local_gd), every client in every round.
-Settings:
+Workload: the config flags (benchmarks/flags.py, with this binary's
+defaults: MLP d=64 -> m -> m -> 1, K full-batch local GD steps, 100 examples
+per client, every client in every round); each cell sets m, N and K
+(--grid or --rows), n = N * --examples_per_client and, by its setting, the
+execution fields. --rounds is T: a cell trains T timed rounds after one
+untimed warm-up round (tracing, compilation) and reports their median;
+--seed seeds the data and the models. Settings:
 
   native, native_packed        TFF C++ runtime; P = 1, or one pack of all clients
   inprocess, inprocess_packed  MapReduceForm run in this process (+ _jit: XLA)
@@ -13,19 +19,23 @@ Settings:
                                tff.learning.models.from_keras_model, tf.data
   stock_functional             the same with functional_model_from_keras and
                                LoopImplementation.DATASET_ITERATOR
-  plain_tf                     no TFF: the clients' weights stacked, one
-                               tf.function per round (the hardware reference)
+  plain_tf                     no TFF: the clients' weights stacked [N, ...],
+                               one tf.function per round (batched matmuls)
+  plain_tf_clients             no TFF: each client's own matmuls, all clients
+                               in one tf.function per round
+The plain TF rounds are the hardware reference: they compute what our round
+computes (the trained layers of --train_layers, the n_i-weighted mean of
+the local models, and F(w^t) when --eval_every=1, which our round then
+evaluates too), with no TFF.
 
-Each cell runs in a child process of its own (clean peak RSS): one warm-up
-round, then --rounds timed rounds (median). The child also times one large
-matmul (4096^3, best of 5) on the same device: the achieved GFLOP/s is
-reported against it. FLOPs are counted analytically: a dense layer of
-P_l = fan_in x fan_out weights costs 2 P_l per example forward and 4 P_l
-backward (2 P_l for the first layer, which needs no input gradient), so one
-round costs K * sum_i n_i * (6 P - 2 d m). A cell whose estimated round time
-at the machine's peak exceeds --budget_s is skipped and marked so.
+Each cell runs in a child process of its own (clean peak RSS). The child
+also times one large matmul (4096^3, best of 5) on the same device: the
+achieved GFLOP/s is reported against it. FLOPs are counted analytically
+(round_flops). A cell whose estimated round time at the machine's peak
+exceeds --budget_s is skipped and marked so.
 """
 
+import dataclasses
 import itertools
 import json
 import os
@@ -55,10 +65,17 @@ from tff_localsgd.engines import native
 
 SETTINGS = ('native', 'native_packed', 'inprocess', 'inprocess_packed',
             'inprocess_packed_jit', 'stock_keras', 'stock_functional',
-            'plain_tf')
-INPUT_DIM = 64
+            'plain_tf', 'plain_tf_clients')
+OURS = ('native', 'inprocess')  # setting prefixes of our LocalSGDProcess
+PLAIN = ('plain_tf', 'plain_tf_clients')
 
 GRID_KEYS = ('width', 'num_clients', 'local_steps')  # m, N, K
+# Config fields each cell sets: m, N, K, n, and the execution by setting.
+CELL_FIELDS = GRID_KEYS + ('num_examples',) + config_lib.EXECUTION_FIELDS
+flag_defs.define_config_flags()
+for _name, _value in dict(input_dim=64, algorithm='local_gd', client_lr=0.1,
+                          rounds=3).items():
+  flags.FLAGS.set_default(_name, _value)
 flags.DEFINE_multi_string(
     'grid', ['width=128,512,1024,4096', 'num_clients=10,100,1000',
              'local_steps=1,10'],
@@ -66,13 +83,11 @@ flags.DEFINE_multi_string(
     f'{", ".join(GRID_KEYS)}; the cells are their product')
 flags.DEFINE_bool('large', False, 'also width 16384')
 flags.DEFINE_list('rows', [], 'm:N:K triples to measure instead of the '
-                  'product of --widths, --num_clients and --local_steps')
+                  'product of --grid')
 flags.DEFINE_list('settings', list(SETTINGS), 'settings to compare')
 flags.DEFINE_integer('examples_per_client', 100, 'n_i')
-flags.DEFINE_integer('rounds', 3, 'timed rounds per cell (after a warm-up)')
 flags.DEFINE_float('budget_s', 20.0, 'skip cells whose round would take '
                    'longer than this at the measured peak')
-flags.DEFINE_integer('seed', 0, 'seeds the data and the models')
 flags.DEFINE_string('out', 'reports/perf/PERF.md', 'Markdown report; the '
                     'JSON and the plot go beside it')
 flags.DEFINE_string('cell', '', 'internal: run one cell (JSON) and print '
@@ -80,12 +95,33 @@ flags.DEFINE_string('cell', '', 'internal: run one cell (JSON) and print '
 FLAGS = flags.FLAGS
 
 
-def round_flops(width: int, depth: int, num_clients: int,
-                examples_per_client: int, local_steps: int) -> float:
-  """K * sum_i n_i * (6 P - 2 d m) for the MLP d -> m (x depth+1) -> 1."""
-  params = INPUT_DIM * width + depth * width * width + width
-  return (local_steps * num_clients * examples_per_client *
-          (6 * params - 2 * INPUT_DIM * width))
+def dense_layers(config) -> list:
+  """[(fan_in, fan_out, trained)] of the mlp d -> m (x depth) -> c."""
+  sizes = ([config.input_dim] + [config.width] * (config.depth + 1) +
+           [config.output_dim])
+  return [(fan_in, fan_out,
+           config.train_layers == 'all' or 0 < i <= config.depth)
+          for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:]))]
+
+
+def round_flops(config, examples_per_client: int) -> float:
+  """A round's FLOPs: K * sum_i n_i * (forward + backward) per example, plus
+  a forward pass when the round evaluates F(w^t) (--eval_every=1).
+
+  A dense layer of P_l = fan_in x fan_out weights costs 2 P_l per example
+  forward; backward, 2 P_l for its weight gradient if it trains and 2 P_l
+  for its input gradient if a layer below it trains (all layers trained:
+  6 P - 2 d m).
+  """
+  forward = backward = 0
+  layers = dense_layers(config)
+  for i, (fan_in, fan_out, trained) in enumerate(layers):
+    forward += 2 * fan_in * fan_out
+    backward += 2 * fan_in * fan_out * (
+        trained + any(t for _, _, t in layers[:i]))
+  examples = config.num_clients * examples_per_client
+  evaluation = forward if config.eval_every == 1 else 0
+  return examples * (config.local_steps * (forward + backward) + evaluation)
 
 
 def matmul_peak(device: str, size: int = 4096) -> float:
@@ -111,18 +147,19 @@ def _peak_rss_gb() -> float:
 
 
 def _config(cell) -> config_lib.ExperimentConfig:
+  """The cell's config: the flags' (cell['config']), with the cell's m, N,
+  K, n and its setting's execution fields."""
   setting = cell['setting']
-  packed = 'packed' in setting
-  return config_lib.ExperimentConfig(
+  inprocess = setting.startswith('inprocess')
+  return dataclasses.replace(
+      config_lib.ExperimentConfig.from_dict(cell['config']),
       num_examples=cell['num_clients'] * cell['examples_per_client'],
-      input_dim=INPUT_DIM,
-      num_clients=cell['num_clients'], width=cell['width'], depth=1,
-      algorithm='local_gd', local_steps=cell['local_steps'], client_lr=0.1,
-      rounds=cell['rounds'] + 1, seed=cell['seed'],
-      engine='inprocess' if setting.startswith('inprocess') else 'native',
-      device='/CPU:0' if setting.startswith('inprocess') and not
+      num_clients=cell['num_clients'], width=cell['width'],
+      local_steps=cell['local_steps'],
+      engine='inprocess' if inprocess else 'native', workers='',
+      device='/CPU:0' if inprocess and not
       tf.config.list_physical_devices('GPU') else '',
-      clients_per_pack=cell['num_clients'] if packed else 1,
+      clients_per_pack=cell['num_clients'] if 'packed' in setting else 1,
       jit=setting.endswith('_jit')).validate()
 
 
@@ -154,18 +191,21 @@ def _library_round(config, data):
 
 def _stock_round(config, data, functional: bool):
   """tff.learning's build_weighted_fed_avg on the same model and data."""
-  x_spec = tf.TensorSpec([None, INPUT_DIM], tf.float32)
-  input_spec = (x_spec, tf.TensorSpec([None, 1], tf.float32))
+  if config.train_layers != 'all' or config.depth != 1:
+    raise ValueError('the stock settings train every layer of d -> m -> m '
+                     '-> 1: --train_layers=all --depth=1')
+  x_spec = tf.TensorSpec([None, config.input_dim], tf.float32)
+  input_spec = (x_spec, tf.TensorSpec([None, config.output_dim], tf.float32))
 
   def keras_model():
     initializer = tf.keras.initializers.HeNormal(seed=config.seed)
     return tf.keras.Sequential([
-        tf.keras.layers.InputLayer(input_shape=(INPUT_DIM,)),
+        tf.keras.layers.InputLayer(input_shape=(config.input_dim,)),
         tf.keras.layers.Dense(config.width, 'relu', use_bias=False,
                               kernel_initializer=initializer),
         tf.keras.layers.Dense(config.width, 'relu', use_bias=False,
                               kernel_initializer=initializer),
-        tf.keras.layers.Dense(1, use_bias=False,
+        tf.keras.layers.Dense(config.output_dim, use_bias=False,
                               kernel_initializer=initializer)])
 
   client_opt = tff.learning.optimizers.build_sgdm(learning_rate=config.lr)
@@ -194,41 +234,71 @@ def _stock_round(config, data, functional: bool):
   return round_fn, native.native_engine()
 
 
-def _plain_round(config, data):
-  """No TFF: stacked client weights [N, ...], K GD steps, weighted mean."""
-  n = [len(x) for x in data.client_x]
-  if len(set(n)) != 1:
-    raise ValueError('plain_tf needs equal client sizes')
-  x = tf.constant(np.stack(data.client_x))
-  y = tf.constant(np.stack(data.client_y))
-  p = tf.constant(np.array(n, np.float32) / np.float32(sum(n)))
-  rng = np.random.default_rng(config.seed)
-  shapes = [(INPUT_DIM, config.width), (config.width, config.width),
-            (config.width, 1)]
-  weights = [tf.constant(rng.standard_normal(s).astype(np.float32) *
-                         np.sqrt(2 / s[0])) for s in shapes]
-  lr, clients = config.lr, config.num_clients
+def _mse(weights, x, y):
+  """F_i(w) = (1/n_i) sum_j 1/2 ||f(w; x_j) - y_j||^2 of the mlp (relu on
+  every layer but the last); x [n, d] or stacked [N, n, d] (then F is [N])."""
+  h = x
+  for w in weights[:-1]:
+    h = tf.nn.relu(tf.matmul(h, w))
+  return 0.5 * tf.reduce_mean(
+      tf.reduce_sum(tf.square(tf.matmul(h, weights[-1]) - y), -1), -1)
 
-  @tf.function
-  def round_tf(weights):
-    local = [tf.tile(w[None], [clients, 1, 1]) for w in weights]
+
+def plain_round_fn(spec, config, client_x, client_y, stacked: bool):
+  """No TFF: w^t -> (w^{t+1}, sum_i n_i F_i(w^t) or None) in one
+  tf.function: K full-batch GD steps of every client on the trained layers
+  from w^t, then sum_i p_i w_i^{t,K}. stacked: the clients' weights stacked
+  [N, ...] (batched matmuls); else each client its own matmuls. F(w^t) is
+  computed when our round computes it (--eval_every=1)."""
+  sizes = [len(x) for x in client_x]
+  if stacked and len(set(sizes)) != 1:
+    raise ValueError('plain_tf needs equal client sizes')
+  x = [tf.constant(v) for v in client_x]
+  y = [tf.constant(v) for v in client_y]
+  if stacked:
+    x, y = [tf.stack(x)], [tf.stack(y)]
+  p = np.asarray(sizes, np.float32) / np.float32(sum(sizes))
+  trained, lr = spec.trainable_indices, config.lr
+
+  def local_models(weights, xi, yi):
+    local = [tf.broadcast_to(weights[i], [len(sizes), *weights[i].shape])
+             if stacked else weights[i] for i in trained]
     for _ in range(config.local_steps):
       with tf.GradientTape() as tape:
         tape.watch(local)
-        h = x
-        for w in local[:-1]:
-          h = tf.nn.relu(tf.matmul(h, w))
-        per_client = 0.5 * tf.reduce_mean(
-            tf.reduce_sum(tf.square(tf.matmul(h, local[-1]) - y), -1), -1)
-        total = tf.reduce_sum(per_client)
-      local = [w - lr * g for w, g in zip(local, tape.gradient(total, local))]
-    return [tf.tensordot(p, w, 1) for w in local]
+        value = tf.reduce_sum(_mse(spec.with_trainable(weights, local), xi,
+                                   yi))
+      local = [w - lr * g for w, g in zip(local, tape.gradient(value, local))]
+    return local
 
-  state = {'weights': weights}
+  # The clients' sizes n_i, as the groups of x and y.
+  n = [np.float32(sizes)] if stacked else [np.float32(v) for v in sizes]
+
+  @tf.function
+  def round_tf(weights):
+    local = [local_models(weights, xi, yi) for xi, yi in zip(x, y)]
+    new = ([tf.tensordot(p, w, 1) for w in local[0]] if stacked else
+           [tf.add_n([pi * w[j] for pi, w in zip(p, local)])
+            for j in range(len(trained))])
+    loss_sum = None
+    if config.eval_every == 1:
+      loss_sum = tf.add_n([tf.reduce_sum(_mse(weights, xi, yi) * ni)
+                           for xi, yi, ni in zip(x, y, n)])
+    return spec.with_trainable(weights, new), loss_sum
+  return round_tf
+
+
+def _plain_round(config, data, stacked: bool):
+  """plain_round_fn from w^0 of our model: a round function, a context."""
+  spec = models.build_model(config, data.input_shape, data.output_dim)
+  round_tf = plain_round_fn(spec, config, data.client_x, data.client_y,
+                            stacked)
+  state = {'weights': spec.initial_weights}
 
   def round_fn(t):
     del t
-    state['weights'] = [w.numpy() for w in round_tf(state['weights'])]
+    new, _ = round_tf(state['weights'])
+    state['weights'] = [w.numpy() for w in new]
   return round_fn, tf.device('/CPU:0')
 
 
@@ -237,22 +307,21 @@ def run_cell(cell) -> dict:
   config = _config(cell)
   data = data_lib.load_federated_data(config)
   setting = cell['setting']
-  if setting.startswith(('native', 'inprocess')):
+  if setting.startswith(OURS):
     round_fn, context = _library_round(config, data)
   elif setting.startswith('stock'):
     round_fn, context = _stock_round(config, data,
                                      functional=setting == 'stock_functional')
   else:
-    round_fn, context = _plain_round(config, data)
+    round_fn, context = _plain_round(config, data,
+                                     stacked=setting == 'plain_tf')
   device = '/GPU:0' if (tf.config.list_physical_devices('GPU') and
                         setting.startswith('inprocess')) else '/CPU:0'
   peak = matmul_peak(device)
   with context:
-    seconds = _time_rounds(round_fn, cell['rounds'])
-  examples = (cell['local_steps'] * cell['num_clients'] *
-              cell['examples_per_client'])
-  flops = round_flops(cell['width'], 1, cell['num_clients'],
-                      cell['examples_per_client'], cell['local_steps'])
+    seconds = _time_rounds(round_fn, config.rounds)
+  examples = config.examples_per_round(data.client_sizes)
+  flops = round_flops(config, cell['examples_per_client'])
   return dict(cell, seconds_per_round=seconds, rounds_per_s=1 / seconds,
               examples_per_s=examples / seconds,
               gflops=flops / seconds / 1e9, peak_gflops=peak,
@@ -279,12 +348,16 @@ def _table(results, settings) -> list[str]:
   rows = sorted({key(r) for r in results})
   by = {(*key(r), r['setting']): r for r in results}
   lines = ['| m | N | K | ' + ' | '.join(settings) + ' | best of ours | '
-           'best / stock_keras | best / stock_functional | '
-           'native_packed time / plain_tf time |',
-           '|' + '---|' * (len(settings) + 7)]
+           'best / stock_keras | best / stock_functional | best plain TF | '
+           'best of ours time / best plain TF time |',
+           '|' + '---|' * (len(settings) + 8)]
 
   def ratio(a, b):
     return f'{a / b:.2f}x' if a and b else ''
+
+  def fastest(speed, names):
+    return max((s for s in speed if s.startswith(names)), key=speed.get,
+               default='')
 
   for row in rows:
     cells, speed = [], {}
@@ -297,13 +370,11 @@ def _table(results, settings) -> list[str]:
       else:
         cells.append('skipped' if 'skipped' in r else
                      'failed' if 'error' in r else '')
-    ours = {s: v for s, v in speed.items()
-            if s.startswith(('native', 'inprocess'))}
-    best = max(ours, key=ours.get) if ours else ''
+    best, plain = fastest(speed, OURS), fastest(speed, PLAIN)
     lines.append('| ' + ' | '.join(map(str, row)) + ' | ' + ' | '.join(cells + [
-        best, ratio(ours.get(best), speed.get('stock_keras')),
-        ratio(ours.get(best), speed.get('stock_functional')),
-        ratio(speed.get('plain_tf'), speed.get('native_packed'))]) + ' |')
+        best, ratio(speed.get(best), speed.get('stock_keras')),
+        ratio(speed.get(best), speed.get('stock_functional')), plain,
+        ratio(speed.get(plain), speed.get(best))]) + ' |')
   return lines
 
 
@@ -312,21 +383,37 @@ def _plot(results, path):
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(7, 4.5))
+  measured = [r for r in results if 'peak_fraction' in r]
+  # The (N, K) of the most cells, against m.
+  shapes = [(r['num_clients'], r['local_steps']) for r in measured]
+  clients, steps = max(shapes, key=shapes.count, default=(0, 0))
   for setting in SETTINGS:
-    points = sorted((r['width'], r['peak_fraction']) for r in results
-                    if r['setting'] == setting and r['num_clients'] == 10 and
-                    r['local_steps'] == 10 and 'peak_fraction' in r)
+    points = sorted((r['width'], r['peak_fraction']) for r in measured
+                    if r['setting'] == setting and r['num_clients'] == clients
+                    and r['local_steps'] == steps)
     if points:
       ax.plot(*zip(*points), marker='o', label=setting)
   ax.set(xscale='log', xlabel='width m', ylabel='fraction of matmul peak',
-         title='N=10 clients, K=10 full-batch steps, n_i=100')
+         title=f'N={clients} clients, K={steps} local steps, '
+         f'n_i={FLAGS.examples_per_client}')
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
 
-def write_report(results, peak: float, out: str):
+def _workload(config) -> str:
+  """The round the cells time, in words."""
+  sizes = [config.input_dim] + ['m'] * (config.depth + 1) + [config.output_dim]
+  return (f'MLP {" -> ".join(map(str, sizes))}, '
+          f'train_layers={config.train_layers}, '
+          f'{FLAGS.examples_per_client} examples per client, K '
+          f'{config.algorithm} local steps, every client in every round'
+          + (', F(w^t) evaluated in the round (--eval_every=1)'
+             if config.eval_every == 1 else ''))
+
+
+def write_report(results, peak: float, config, out: str):
   """PERF.md, its JSON and its plot, each written atomically."""
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   base = os.path.splitext(out)[0]
@@ -338,12 +425,11 @@ def write_report(results, peak: float, out: str):
       f'on {platform.processor() or platform.machine()}, '
       f'{os.cpu_count()} cores; one large fp32 matmul at the start: '
       f'{peak:.0f} GFLOP/s. Each cell: seconds per round (median of '
-      f'{FLAGS.rounds} after a warm-up) and, in brackets, the achieved '
+      f'{config.rounds} after a warm-up) and, in brackets, the achieved '
       'GFLOP/s as a fraction of the matmul peak measured in that cell\'s own '
-      'process. The workload: MLP '
-      f'{INPUT_DIM} -> m -> m -> 1, {FLAGS.examples_per_client} examples per '
-      'client, K full-batch local steps. Ratios are of rounds/s, measured in '
-      'the same run.', ''] + _table(results, FLAGS.settings) + [
+      f'process. The workload: {_workload(config)}. Ratios are of rounds/s '
+      '(the last: of seconds per round), measured in the same run.',
+      ''] + _table(results, FLAGS.settings) + [
           '', f'![GFLOP/s fraction]({os.path.basename(base)}.png)', '',
           'Peak RSS (GB, this process and its TFF worker) per cell is in '
           f'`{os.path.basename(base)}.json`; failed cells carry their error '
@@ -376,34 +462,50 @@ def _rows() -> list:
   return rows
 
 
+def _cells(rows, config) -> list:
+  """Every (m, N, K) x setting cell, its config checked; exits 2 if bad."""
+  for name in CELL_FIELDS:
+    if FLAGS[name].present:
+      flag_defs.exit_bad_input(f'--{name}: each cell sets it (--rows or '
+                               '--grid, --examples_per_client, --settings)')
+  if config.dataset != 'synthetic':
+    flag_defs.exit_bad_input('--dataset: the throughput workload is '
+                             'synthetic data')
+  unknown = sorted(set(FLAGS.settings) - set(SETTINGS))
+  if unknown:
+    flag_defs.exit_bad_input(f'--settings: unknown {unknown}; choose from '
+                             f'{", ".join(SETTINGS)}')
+  cells = [dict(setting=setting, width=width, num_clients=n_clients,
+                local_steps=k, examples_per_client=FLAGS.examples_per_client,
+                config=dataclasses.asdict(config))
+           for width, n_clients, k in rows for setting in FLAGS.settings]
+  try:
+    for cell in cells:
+      _config(cell)
+  except config_lib.ConfigError as e:
+    flag_defs.exit_bad_input(str(e))
+  return cells
+
+
 def main(argv):
   if len(argv) > 1:
     flag_defs.exit_bad_input(f'unexpected arguments {argv[1:]}')
   if FLAGS.cell:
     print(json.dumps(run_cell(json.loads(FLAGS.cell))), flush=True)
     return 0
-  rows = _rows()
-  if FLAGS.rounds <= 0:
-    flag_defs.exit_bad_input('--rounds: must be > 0')
-  unknown = sorted(set(FLAGS.settings) - set(SETTINGS))
-  if unknown:
-    flag_defs.exit_bad_input(f'--settings: unknown {unknown}; choose from '
-                             f'{", ".join(SETTINGS)}')
+  config = flag_defs.config_from_flags()
+  cells = _cells(_rows(), config)
   peak = matmul_peak('/CPU:0')
   results = []
-  for width, n_clients, k in rows:
-    for setting in FLAGS.settings:
-      cell = dict(setting=setting, width=width, num_clients=n_clients,
-                  local_steps=k, examples_per_client=FLAGS.examples_per_client,
-                  rounds=FLAGS.rounds, seed=FLAGS.seed)
-      estimate = round_flops(width, 1, n_clients, FLAGS.examples_per_client,
-                             k) / 1e9 / peak
-      if estimate > FLAGS.budget_s:
-        results.append(dict(cell, skipped=f'~{estimate:.0f} s/round at peak'))
-        continue
-      results.append(_run_child(cell))
-      print(json.dumps(results[-1]), flush=True)
-      write_report(results, peak, FLAGS.out)  # an interrupted run keeps its cells
+  for cell in cells:
+    estimate = round_flops(_config(cell), FLAGS.examples_per_client) / 1e9 / peak
+    if estimate > FLAGS.budget_s:
+      results.append(dict(cell, skipped=f'~{estimate:.0f} s/round at peak'))
+      continue
+    results.append(_run_child(cell))
+    print(json.dumps(results[-1]), flush=True)
+    # An interrupted run keeps its cells.
+    write_report(results, peak, config, FLAGS.out)
   return 0
 
 

@@ -197,7 +197,7 @@ def test_blocking_tensorflow_does_block_it():
 # split by role: the data (synthetic, real data sets with digits_binary,
 # partitions) and the
 # diagnostic computations (the lockstep round, the model's measures).
-LONGER = {'data.py': 560, 'diagnostic_process.py': 504}
+LONGER = {'data.py': 567, 'diagnostic_process.py': 504}
 
 
 def test_no_module_is_over_400_lines_unless_named():

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_federated.python.core.backends.mapreduce import form_utils
 
 from test_process import D, build, make_clients, make_config, round_data
 from tff_localsgd import config as config_lib
@@ -190,6 +191,81 @@ def test_runs_differing_only_in_seed_share_computations_bit_for_bit(
   assert first['final_weights_sha256'] != shared['final_weights_sha256']
   # Sharing skipped the tracing (and the in-process compilation).
   assert shared['phases_s']['trace_s'] < alone['phases_s']['trace_s'] / 2
+
+
+def _pieces_one_at_a_time(computation, state, clients):
+  """The round as the MapReduceForm's pieces, one call each, clients in
+  order (the in-process engine before the pieces were fused into one
+  graph): the reference the fused round must equal bit for bit."""
+  form = form_utils.get_map_reduce_form_for_computation(computation)
+  piece = {name: inprocess.TFGraph(getattr(form, name), '/CPU:0')
+           for name in ('prepare', 'work', 'zero', 'accumulate', 'report',
+                        'update')}
+  state_type, clients_type = computation.type_signature.parameter
+  flat_state = inprocess._flatten(state, state_type)
+  broadcast = piece['prepare'](*flat_state)
+  accumulator = piece['zero']()
+  num_updates = len(inprocess._leaves(form.work.type_signature.result[0]))
+  for client in clients:
+    data = inprocess._flatten(client, clients_type.member)
+    update = piece['work'](*data, *broadcast)[:num_updates]
+    accumulator = piece['accumulate'](*accumulator, *update)
+  result = piece['update'](*flat_state, *piece['report'](*accumulator))
+  return [t.numpy() for t in result]
+
+
+@pytest.mark.parametrize('overrides,clients_per_call', [
+    (dict(algorithm='local_gd'), 16),
+    (dict(algorithm='local_sgd', train_layers='hidden', depth=2), 16),
+    (dict(algorithm='local_sgd', local_steps=12), 16),  # K > unrolled: a loop
+    (dict(algorithm='local_gd', clients_per_pack=2), 16),
+    (dict(algorithm='local_sgd'), 3),  # 4 clients in chunks of 3 and 1
+    (dict(algorithm='local_sgd'), 1),
+])
+def test_the_fused_round_has_the_bits_of_its_pieces(monkeypatch, overrides,
+                                                    clients_per_call):
+  monkeypatch.setattr(inprocess, 'CLIENTS_PER_CALL', clients_per_call)
+  config = make_config(**overrides)
+  spec, proc = build(config)
+  clients = proc.pack(round_data(make_clients(), 1))
+  computation = proc.iterative_process.next
+  want = _pieces_one_at_a_time(computation, spec.initial_weights, clients)
+  with inprocess.inprocess_engine('/CPU:0') as context:
+    weights, metrics = proc.next(spec.initial_weights, clients)
+    assert context.runs_here(computation)
+  got = inprocess._flatten((weights, metrics),
+                           computation.type_signature.result)
+  assert len(got) == len(want) > len(weights)
+  assert np.max(np.abs(weights[1] - spec.initial_weights[1])) > 1e-3
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(g, w)
+
+
+def test_read_only_arrays_come_back_as_their_tensors():
+  # The next round's state is the arrays the last round returned, read-only;
+  # a client's data is read-only (data.py) and the same every round. The
+  # engine converts such arrays once; the bits are those of fresh copies,
+  # and a changed state or client is converted anew.
+  config = make_config(algorithm='local_gd')
+  spec, proc = build(config)
+  clients = make_clients()
+  frozen = [(np.array(x), np.array(y)) for x, y in clients]
+  for x, y in frozen:
+    x.setflags(write=False)
+    y.setflags(write=False)
+  with inprocess.inprocess_engine('/CPU:0'):
+    first, _ = proc.next(spec.initial_weights, round_data(frozen, 1))
+    assert all(not w.flags.writeable for w in first)
+    again, _ = proc.next(first, round_data(frozen, 2))  # held tensors
+    copied, _ = proc.next(tuple(np.array(w) for w in first),
+                          round_data(clients, 2))
+    moved = tuple(np.array(w) + np.float32(0.5) for w in first)
+    elsewhere, _ = proc.next(moved, round_data(frozen, 2))
+    other_data, _ = proc.next(first, round_data(make_clients(seed=5), 2))
+  for a, c in zip(again, copied):
+    np.testing.assert_array_equal(a, c)
+  assert not np.array_equal(elsewhere[1], again[1])
+  assert not np.array_equal(other_data[1], again[1])
 
 
 def test_auto_picks_inprocess_only_with_a_gpu():

@@ -157,3 +157,21 @@ def test_one_step_is_minus_lr_times_gradient():
     assert np.max(np.abs(g)) > 0
     np.testing.assert_allclose(d, -lr * g, rtol=0,
                                atol=1e-5 * lr * np.max(np.abs(g)) + 1e-7)
+
+
+@pytest.mark.parametrize('full_batch', [True, False])
+def test_unrolled_steps_have_the_bits_of_the_loop(monkeypatch, full_batch):
+  # K <= MAX_UNROLLED_STEPS steps are unrolled into the graph, where Grappler
+  # shares ops between steps; every op must still see the loop's inputs.
+  spec = models.build_mlp(6, 2, width=32, depth=1, train_layers='hidden',
+                          seed=1)
+  x, y = _data(n=13)
+  args = dict(lr=0.3, steps=4, batch_size=5, full_batch=full_batch)
+  assert args['steps'] <= local_update.MAX_UNROLLED_STEPS
+  unrolled = _run(spec, x, y, [3, 9], **args)
+  monkeypatch.setattr(local_update, 'MAX_UNROLLED_STEPS', 0)
+  looped = _run(spec, x, y, [3, 9], **args)
+  assert np.max(np.abs(unrolled[0][0])) > 1e-3
+  for u, w in zip(unrolled[0], looped[0]):
+    np.testing.assert_array_equal(u, w)
+  assert unrolled[1] == looped[1]

@@ -177,10 +177,17 @@ def load_federated_data(config) -> FederatedData:
   delta = min_pairwise_distance(x_train,
                                 rng=stream(config.seed, DISTANCE_STREAM))
   return FederatedData(
-      client_x=tuple(x_train[p] for p in parts),
-      client_y=tuple(y_train[p] for p in parts),
+      client_x=tuple(_read_only(x_train[p]) for p in parts),
+      client_y=tuple(_read_only(y_train[p]) for p in parts),
       test_x=dataset.x_test, test_y=dataset.y_test,
       num_classes=dataset.num_classes, min_pairwise_distance=delta)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+  """array, made read-only: a client's data never changes, and the
+  in-process engine converts a read-only array to a tensor once."""
+  array.setflags(write=False)
+  return array
 
 
 def load_dataset(config) -> Dataset:

@@ -90,11 +90,26 @@ def sgd_step(spec, loss: str, weights, trainable, x, y, seed, k, *, lr: float,
   return step(weights, trainable, xb, yb)
 
 
+# Up to this many local steps are unrolled into the graph, beyond it a
+# tf.while_loop runs them. Unrolled, the steps cost no loop bookkeeping
+# (which dominates a small round) and Grappler shares what the steps have in
+# common, as the frozen first layer's output and step 0's forward pass with
+# the round's evaluation of w^t; each op still gets the same inputs, so the
+# bits are the loop's (tests/test_local_update.py).
+MAX_UNROLLED_STEPS = 10
+
+
 def run_steps(step, start, local_steps: int, initial_loss):
-  """K steps (k, trainable) -> (trainable', loss) in a tf.while_loop from start.
+  """K steps (k, trainable) -> (trainable', loss) from start: unrolled, or
+  in a tf.while_loop when K > MAX_UNROLLED_STEPS.
 
   Returns (w^{t,K} trainable, the loss step K - 1 returned).
   """
+  if local_steps <= MAX_UNROLLED_STEPS:
+    trainable, loss = start, initial_loss
+    for k in range(local_steps):
+      trainable, loss = step(tf.constant(k), trainable)
+    return trainable, loss
   _, final, last_loss = tf.while_loop(
       lambda k, *_: k < local_steps,
       lambda k, trainable, _: (k + 1, *step(k, trainable)),

@@ -22,9 +22,10 @@ The pack returns the n_i-weighted means over its clients
 
     Delta = sum_{i in pack} n_i Delta_i / sum_{i in pack} n_i,  n = sum n_i
 
-(and the same for the metrics), so the round's federated_mean weighted by n
-is sum_{i in S_t} p_i Delta_i with p_i = n_i / sum_{j in S_t} n_j, as without
-packing (tests/test_packing.py checks the weights and metrics). The mlp only:
+(and the same for the metrics), so the round's sum of n Delta over the packs,
+divided by the sum of n, is sum_{i in S_t} p_i Delta_i with
+p_i = n_i / sum_{j in S_t} n_j, as without packing (tests/test_packing.py
+checks the weights and metrics). The mlp only:
 conv layers do not batch over a stack of filters (config.validate refuses
 --model=cnn with P > 1).
 """
@@ -126,19 +127,23 @@ def pack_mean(values, weights):
 
 
 def pack_work(spec, loss: str, weights, data, *, measure=None, **step_args):
-  """(weights, Pack) -> <delta, num_examples, local_loss, ...>
+  """(weights, Pack) -> <weighted_delta, num_examples, local_loss, ...>
 
-  The pack's n_i-weighted means (module doc); `step_args` are pack_local_steps'
+  The pack's n_i-weighted means (module doc), the delta's times n = sum_i
+  n_i (process.py's round sums n Delta); `step_args` are pack_local_steps'
   keyword arguments; `measure(weights, data, local)` adds its measurements
   of the stacked local models.
   """
   local, last_loss = pack_local_steps(spec, loss, weights, data,
                                       **step_args)
   n = tf.cast(data['num_examples'], tf.float32)
+  total = tf.reduce_sum(n)
   out = collections.OrderedDict(
-      delta=tuple(pack_mean(w - w0, n)
-                  for w, w0 in zip(local, spec.trainable(weights))),
-      num_examples=tf.reduce_sum(n),
+      # tensordot forgets the static shape, which the round's sum needs.
+      weighted_delta=tuple(
+          tf.ensure_shape(pack_mean(w - w0, n) * total, w0.shape)
+          for w, w0 in zip(local, spec.trainable(weights))),
+      num_examples=total,
       local_loss=pack_mean(last_loss, n))
   if measure is not None:
     out.update(measure(weights, data, local))

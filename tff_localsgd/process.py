@@ -7,10 +7,16 @@ map and one aggregation, so TFF can compile it to a MapReduceForm:
 
     w^t broadcast to the cohort S_t;
     client i:  Delta_i = w_i^{t,K} - w^t            (local_update, K steps)
-    server:    Delta = sum_{i in S_t} p_i Delta_i,  p_i = n_i / sum_{j in S_t} n_j
+               returns n_i Delta_i and n_i
+    server:    Delta = sum_{i in S_t} n_i Delta_i / sum_{i in S_t} n_i
+                     = sum_{i in S_t} p_i Delta_i,  p_i = n_i / sum_{j in S_t} n_j
                w^{t+1} = w^t + server_lr * Delta     (trainable layers only)
 
 With server_lr = 1 this is FedAvg's weighted average of the local models.
+The two sums are tff.federated_sum: the bits of tff.federated_mean(Delta_i,
+weight=n_i), which multiplies by n_i and divides by the sum the same way,
+without its broadcast of n_i to the shape of every weight (a pass over
+the m x m matrix per client).
 `evaluate` computes the global objective F(w) = sum_i p_i F_i(w) over
 whichever clients it is given (all of them, for train/loss). When every
 client takes part, unpacked, the round computes the same sums at w^t
@@ -90,6 +96,14 @@ def _initialize(spec):
     """( -> weights@SERVER): w^0, drawn by the Keras model."""
     return tff.federated_eval(initial_weights, tff.SERVER)
   return initialize
+
+
+def _weighted_mean(w_type):
+  @tff.tensorflow.computation(w_type, np.float32)
+  def weighted_mean(weighted_sum, total):
+    """(sum_i n_i Delta_i, sum_i n_i) -> Delta, as tff.federated_mean."""
+    return tuple(s / total for s in weighted_sum)
+  return weighted_mean
 
 
 def _server_update(spec, server_lr, w_type):
@@ -184,7 +198,8 @@ class LocalSGDProcess:
         **step_args)
     n = tf.cast(tf.shape(data['x'])[0], tf.float32)
     out = collections.OrderedDict(
-        delta=tuple(delta), num_examples=n, local_loss=last_loss)
+        weighted_delta=tuple(d * n for d in delta), num_examples=n,
+        local_loss=last_loss)
     if self.evaluates_start:
       out['start'] = evaluation_sums(spec, config.loss, weights, data['x'],
                                      data['y'])
@@ -198,13 +213,15 @@ class LocalSGDProcess:
     measures on each client's local models (local_work's hook)."""
     @tff.tensorflow.computation(self.weights_type, self.work_type)
     def client_work(weights, data):
-      """(weights, ClientData or Pack) -> <delta, num_examples, local_loss, ...>"""
+      """(weights, ClientData or Pack) -> <weighted_delta, num_examples, local_loss, ...>"""
       return self.local_work(weights, data, measure)
 
     names = [name for name, _ in
              tff.structure.iter_elements(client_work.type_signature.result)
-             if name not in ('delta', 'num_examples', 'start')]
+             if name not in ('weighted_delta', 'num_examples', 'start')]
     server_update = self.server_update
+    weighted_mean = _weighted_mean(
+        weights_type(self.spec.trainable(self.spec.initial_weights)))
 
     @tff.federated_computation(
         tff.FederatedType(self.weights_type, tff.SERVER),
@@ -213,7 +230,9 @@ class LocalSGDProcess:
       """(<weights@SERVER, {ClientData or Pack}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)"""
       broadcast = tff.federated_broadcast(weights)
       out = tff.federated_map(client_work, (broadcast, data))
-      delta = tff.federated_mean(out.delta, weight=out.num_examples)
+      delta = tff.federated_map(weighted_mean, (
+          tff.federated_sum(out.weighted_delta),
+          tff.federated_sum(out.num_examples)))
       new_weights = tff.federated_map(server_update, (weights, delta))
       metrics = collections.OrderedDict(
           (name, tff.federated_mean(getattr(out, name),

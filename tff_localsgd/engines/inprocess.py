@@ -12,8 +12,9 @@ TensorFlow graphs:
     <s', x> = update(s, <a, <>, <>, <>>)
 
 This engine compiles each such computation once and runs those graphs here,
-on `device` (the GPU when TensorFlow sees one), keeping the intermediate
-values on the device. A computation of type (<S@SERVER, {D}@CLIENTS> ->
+on `device` (the GPU when TensorFlow sees one): the whole round as one graph,
+one call per round (MapReduceRound), with the same bits as the pieces run
+one by one. A computation of type (<S@SERVER, {D}@CLIENTS> ->
 X@SERVER) (evaluation) is compiled as the round <s, d> -> <s, comp(s, d)>.
 Plain `tff.tensorflow.computation`s (server-side diagnostics) run here too.
 
@@ -27,9 +28,11 @@ one is refused rather than run without it.
 
 import collections
 import contextlib
+import functools
 import weakref
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.python.common_libs import structure
@@ -73,13 +76,14 @@ def _flatten(value, type_spec) -> list:
   return out
 
 
-def _unflatten(type_spec, tensors):
-  """A Python value of type_spec (containers as the type says) from tensors."""
+def _unflatten(type_spec, arrays):
+  """A Python value of type_spec (containers as the type says) from an
+  iterator of its leaves' arrays."""
   if isinstance(type_spec, computation_types.FederatedType):
     type_spec = type_spec.member
   if isinstance(type_spec, computation_types.TensorType):
-    return next(tensors).numpy()
-  elements = [(name, _unflatten(t, tensors))
+    return next(arrays)
+  elements = [(name, _unflatten(t, arrays))
               for name, t in structure.iter_elements(type_spec)]
   container = getattr(type_spec, 'python_container', None)
   named = all(name for name, _ in elements) and elements
@@ -106,34 +110,65 @@ class TFGraph:
   """A TFF TensorFlow computation as a function of flat tensor lists.
 
   (flat parameter tensors -> flat result tensors), its graph imported once
-  into a tf.function placed on `device`.
+  into a function placed on `device`; `inline` imports it into the graph
+  being built instead (MapReduceRound's fused round).
   """
 
   def __init__(self, comp, device: str):
     proto = tff.framework.ConcreteComputation.get_proto(comp).tensorflow
-    graph_def = serialization_utils.unpack_graph_def(proto.graph_def)
-    inputs = _binding_names(proto.parameter)
-    outputs = _binding_names(proto.result)
-    token = proto.session_token_tensor_name
+    self._graph_def = serialization_utils.unpack_graph_def(proto.graph_def)
+    self._inputs = _binding_names(proto.parameter)
+    self._outputs = _binding_names(proto.result)
+    self._token = proto.session_token_tensor_name
     if proto.initialize_op:
       raise NotImplementedError('computations with variables (an initialize '
                                 'op) are not supported in-process')
     self.parameter_leaves = _leaves(comp.type_signature.parameter)
-    self.num_results = len(outputs)
-
-    def body(*args):
-      input_map = dict(zip(inputs, args))
-      if token:
-        input_map[token] = tf.constant('')
-      return tf.graph_util.import_graph_def(
-          graph_def, input_map=input_map, return_elements=outputs, name='')
-
-    specs = [tf.TensorSpec(t.shape, t.dtype) for t in self.parameter_leaves]
+    self.result_leaves = _leaves(comp.type_signature.result)
     with tf.device(device):
-      self._fn = tf.compat.v1.wrap_function(body, specs)
+      self._fn = tf.compat.v1.wrap_function(self.inline,
+                                            _specs(self.parameter_leaves))
+
+  def inline(self, *args, scope: str = '') -> list:
+    """The computation's result tensors for `args`: its ops imported into
+    the graph being built, under `scope`."""
+    input_map = dict(zip(self._inputs, args))
+    if self._token:
+      input_map[self._token] = tf.constant('')
+    graph_def = _in_frames(self._graph_def, scope) if scope else self._graph_def
+    return tf.graph_util.import_graph_def(
+        graph_def, input_map=input_map, return_elements=self._outputs,
+        name=scope)
 
   def __call__(self, *flat):
     return list(self._fn(*flat))
+
+
+def _specs(leaves) -> list:
+  return [tf.TensorSpec(t.shape, t.dtype) for t in leaves]
+
+
+def _in_frames(graph_def, scope: str):
+  """graph_def with the frames of its (TF1) while loops renamed into scope:
+  two imports of one loop into a graph must not share a frame."""
+  renamed = type(graph_def)()
+  renamed.CopyFrom(graph_def)
+  for node in renamed.node:
+    if node.op in ('Enter', 'RefEnter'):
+      frame = node.attr['frame_name'].s.decode()
+      node.attr['frame_name'].s = f'{scope}/{frame}'.encode()
+  return renamed
+
+
+# Clients per call of a fused round: one call for the suite's rounds (4 to
+# 16 clients); a larger cohort runs in chunks, so a graph holds at most this
+# many copies of the client's work.
+CLIENTS_PER_CALL = 16
+
+
+# Read-only client arrays whose tensors a round keeps for the next rounds
+# (the first converted go first): the suite's 4 to 16 clients' x and y.
+HELD_DATA = 64
 
 
 class MapReduceRound:
@@ -141,6 +176,14 @@ class MapReduceRound:
 
   Called with (state, [client values]) as Python values, returns
   (state', server output) as Python values of the computation's result type.
+
+  The round is one call of one graph (up to CLIENTS_PER_CALL clients; more
+  are run in chunks of that many, carrying the accumulator): prepare, then
+  work and accumulate of each client in cohort order, then report and
+  update, each piece of the form imported as it is. The clients' work is
+  independent, so TensorFlow may run it concurrently; every op gets the same
+  inputs as when the pieces run one call at a time, so the result has the
+  same bits (tests/test_engines.py).
   """
 
   def __init__(self, comp, form, device: str):
@@ -158,23 +201,89 @@ class MapReduceRound:
     self.accumulate = TFGraph(form.accumulate, device)
     self.report = TFGraph(form.report, device)
     self.update = TFGraph(form.update, device)
-    work_result = form.work.type_signature.result
-    self.num_updates = len(_leaves(work_result[0]))
+    self.num_updates = len(_leaves(form.work.type_signature.result[0]))
+    self._state = _leaves(self.parameter_type[0])
+    self._client = _leaves(self.parameter_type[1].member)
+    self._calls = {}  # (clients, first, last) -> its concrete function
+    # id(array) -> (array, tensor), for read-only arrays: the state the last
+    # call returned, and clients' data (up to HELD_DATA arrays).
+    self._held_state, self._held_data = {}, collections.OrderedDict()
+
+  def _body(self, num_clients: int, first: bool, last: bool, *flat):
+    """A chunk of the round on flat tensors.
+
+    flat: the state, then (unless first) the broadcast and the accumulator,
+    then each client's data. Returns the round's result if last, else the
+    broadcast and the accumulator.
+    """
+    flat = list(flat)
+    state = [flat.pop(0) for _ in self._state]
+    if first:
+      broadcast = self.prepare.inline(*state, scope='prepare')
+      accumulator = self.zero.inline(scope='zero')
+    else:
+      broadcast = [flat.pop(0) for _ in self.prepare.result_leaves]
+      accumulator = [flat.pop(0) for _ in self.zero.result_leaves]
+    for i in range(num_clients):
+      data = flat[i * len(self._client):(i + 1) * len(self._client)]
+      update = self.work.inline(*data, *broadcast, scope=f'work_{i}')
+      accumulator = self.accumulate.inline(
+          *accumulator, *update[:self.num_updates], scope=f'accumulate_{i}')
+    if not last:
+      return list(broadcast) + list(accumulator)
+    return self.update.inline(
+        *state, *self.report.inline(*accumulator, scope='report'),
+        scope='update')
+
+  def _call(self, num_clients: int, first: bool, last: bool):
+    """The concrete function of _body (built once per kind of chunk)."""
+    key = (num_clients, first, last)
+    if key not in self._calls:
+      carried = [] if first else (self.prepare.result_leaves +
+                                  self.zero.result_leaves)
+      specs = _specs(self._state + carried + self._client * num_clients)
+      with tf.device(self.device):
+        # wrap_function, not tf.function: automatic control dependencies
+        # would tie the output to ops inside the TF1 while loops' frames.
+        self._calls[key] = tf.compat.v1.wrap_function(
+            functools.partial(self._body, *key), specs)
+    return self._calls[key]
+
+  def _tensor(self, value, held):
+    """value as a tensor. A read-only array is converted once and then
+    passed on as its tensor while `held` holds it (a round's state, given
+    back as the next round's; a client's data, the same every round)."""
+    if not isinstance(value, np.ndarray) or value.flags.writeable:
+      return tf.convert_to_tensor(value)
+    entry = held.get(id(value))
+    if entry is None or entry[0] is not value:
+      entry = held[id(value)] = (value, tf.convert_to_tensor(value))
+    return entry[1]
 
   def __call__(self, state, clients):
     state_type, clients_type = self.parameter_type[0], self.parameter_type[1]
     with tf.device(self.device):
-      flat_state = [tf.convert_to_tensor(v) for v in _flatten(state,
-                                                             state_type)]
-      broadcast = self.prepare(*flat_state)
-      accumulator = self.zero()
-      for client in clients:
-        data = [tf.convert_to_tensor(v)
+      state = [self._tensor(v, self._held_state)
+               for v in _flatten(state, state_type)]
+      carried = []
+      for start in range(0, max(len(clients), 1), CLIENTS_PER_CALL):
+        chunk = clients[start:start + CLIENTS_PER_CALL]
+        data = [self._tensor(v, self._held_data) for client in chunk
                 for v in _flatten(client, clients_type.member)]
-        update = self.work(*data, *broadcast)[:self.num_updates]
-        accumulator = self.accumulate(*accumulator, *update)
-      result = self.update(*flat_state, *self.report(*accumulator))
-    return _unflatten(self.result_type, iter(result))
+        call = self._call(len(chunk), start == 0,
+                          start + CLIENTS_PER_CALL >= len(clients))
+        # _call_flat: the flat tensors as they are, without __call__'s
+        # structuring of its arguments.
+        carried = call._call_flat([*state, *carried, *data],
+                                  call.captured_inputs)
+    while len(self._held_data) > HELD_DATA:
+      self._held_data.popitem(last=False)
+    arrays = [t.numpy() for t in carried]
+    self._held_state = {}
+    for array, tensor in zip(arrays, carried[:len(self._state)]):
+      array.setflags(write=False)
+      self._held_state[id(array)] = (array, tensor)
+    return _unflatten(self.result_type, iter(arrays))
 
 
 def _state_and(comp):
@@ -223,7 +332,7 @@ class InProcessContext(tff.framework.SyncContext):
     parameter, result = comp.type_signature.parameter, comp.type_signature.result
     if kind == 'tensorflow':
       graph = TFGraph(comp, self.device)
-      return lambda arg: _unflatten(result, iter(graph(
+      return lambda arg: _unflatten(result, (t.numpy() for t in graph(
           *_flatten(arg, parameter))))
     if not (isinstance(parameter, computation_types.StructType)
             and len(parameter) == 2):
