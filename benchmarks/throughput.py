@@ -2,8 +2,8 @@
 
   python -m benchmarks.throughput                   # writes reports/perf/PERF.md
   python -m benchmarks.throughput --grid=width=128,1024 --grid=num_clients=10,100 --grid=local_steps=10
-  python -m benchmarks.throughput --rows=64:4:5,1024:4:5 --examples_per_client=16 \
-      --input_dim=16 --train_layers=hidden --client_lr=8   # the suite's rounds
+  # the suite's rounds:
+  python -m benchmarks.throughput --rows=64:4:5,1024:4:5 --examples_per_client=16 --input_dim=16 --train_layers=hidden --client_lr=8
 
 Workload: the config flags (benchmarks/flags.py, with this binary's
 defaults: MLP d=64 -> m -> m -> 1, K full-batch local GD steps, 100 examples
