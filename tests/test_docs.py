@@ -128,6 +128,15 @@ def test_claims_of_any_id_and_verdict_in_the_reports_order():
       '| new.name | a\\|b | a criterion |')
 
 
+def test_the_headline_block_quotes_the_reports_sentence():
+  block, = docs_blocks.blocks('\n\n<!-- generated: headline r -->\n'
+                              '<!-- end generated -->\n')
+  given = dict(results([claim('C1', 'PASS')]), headline='Within 5%.')
+  assert docs_blocks.render(block, ReportSources(given)) == 'Within 5%.'
+  with pytest.raises(docs_blocks.BlockError, match="has no 'headline'"):
+    docs_blocks.render(block, ReportSources(results([claim('C1', 'PASS')])))
+
+
 def test_run_summary_quotes_the_artifacts():
   text = docs_blocks.run_summary(
       results([claim('C1', 'PASS'), claim('C2', 'FAIL')],
@@ -187,9 +196,10 @@ def test_presets_and_studies_from_constructed_plans():
 @pytest.mark.parametrize('preset', suite.PRESETS)
 def test_presets_table_counts_the_suites_trials(preset):
   # Counted from the studies' definitions, not from the plan's expansion.
-  expected = sum(len(spec.groups()) * spec.seeds *
-                 math.prod(len(v) for v in spec.grid.values())
-                 for spec in suite.suite(preset))
+  # A group may cross its own grid (E3's extra-n group).
+  expected = sum(spec.seeds * math.prod(
+      len(v) for v in spec.grid_for(label).values())
+                 for spec in suite.suite(preset) for label, _ in spec.groups())
   plans = {preset: suite.plan(preset)}
   row = docs_blocks.presets_table(plans).splitlines()[2].split(' | ')
   assert row[0] == f'| {preset}' and int(row[2]) == expected

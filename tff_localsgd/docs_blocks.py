@@ -152,6 +152,11 @@ def claims_table(results: dict) -> str:
                  for c in results['claims']])
 
 
+def headline(results: dict) -> str:
+  """The calibration sentence that opens the report (results.json)."""
+  return results['headline']
+
+
 def criteria_table(results: dict) -> str:
   """Each claim of a report and the criterion it was judged by."""
   return _table(('id', 'claim', 'criterion'),
@@ -307,6 +312,10 @@ def _claims(directory: str, sources: Sources) -> str:
   return claims_table(sources.report(directory)[0])
 
 
+def _headline(directory: str, sources: Sources) -> str:
+  return headline(sources.report(directory)[0])
+
+
 def _criteria(directory: str, sources: Sources) -> str:
   return criteria_table(sources.report(directory)[0])
 
@@ -333,6 +342,7 @@ _RENDERERS = {
     'presets': (False, _presets),
     'studies': (True, _studies),
     'claims': (True, _claims),
+    'headline': (True, _headline),
     'criteria': (True, _criteria),
     'run-summary': (True, _run_summary),
     'phases': (True, _phases),

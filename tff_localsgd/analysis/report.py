@@ -256,7 +256,8 @@ def generate(out: str) -> dict:
                  f'{outcome.describe() if outcome else "-"} | '
                  f'`{_flags(r.config)}` |')
   results = {
-      'preset': preset, 'epsilon': eps, 'claims': claim_dicts,
+      'preset': preset, 'epsilon': eps,
+      'headline': theory_section.headline(runs), 'claims': claim_dicts,
       'figures': written, 'provenance': provenance,
       'determinism': determinism,
       'trials': [{'study': r.study, 'group': r.group,

@@ -22,16 +22,27 @@ SETTING = ('synthetic teacher data, d = 16, 4 clients, K = 5 Local GD, '
            'eta = 8/m, hidden layer trained')
 
 
+NO_RUNS = 'No synthetic Local GD run to calibrate the prediction on.'
+
+
+def headline(runs) -> str:
+  """The calibration sentence that opens the report."""
+  pairs, _ = threshold.calibrated_pairs(runs)
+  if not pairs:
+    return NO_RUNS
+  return calibration.headline(
+      calibration.calibration(pairs, HEADLINE_MIN_WIDTH))
+
+
 def calibration_lines(runs, out_dir) -> tuple:
   """(Markdown lines, [figure file]) of the calibration over every
   synthetic Local GD run: the headline, the table by width, the figure."""
   pairs, trials = threshold.calibrated_pairs(runs)
   if not pairs:
-    return ['No synthetic Local GD run to calibrate the prediction on.'], []
-  result = calibration.calibration(pairs, HEADLINE_MIN_WIDTH)
+    return [NO_RUNS], []
   caption = calibration_figures.plot_calibration(
       pairs, os.path.join(out_dir, CALIBRATION_FIGURE))
-  lines = ['**' + calibration.headline(result) + '**', '']
+  lines = ['**' + headline(runs) + '**', '']
   if trials.verdict:
     lines += [f'Trials without a record to pair: {trials.describe()}.', '']
   lines += [f'![{CALIBRATION_FIGURE}]({CALIBRATION_FIGURE})', '',
