@@ -95,7 +95,7 @@ def _styles(keys):
 def _curve(ax, run, style, label, x_scale=1.0):
   """One run's L_t / F_0 (solid), its P_t / F_0 (dashed), its end marker."""
   colour, marker = style
-  rounds, losses = run.series('train_loss')
+  rounds, losses = run.series(runs_lib.LOSS)
   zero = run.zero_loss or 1.0
   x = np.asarray(rounds, float) * x_scale
   y = np.asarray(losses, float) / zero

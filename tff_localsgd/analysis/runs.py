@@ -21,6 +21,11 @@ from tff_localsgd import outcomes
 from tff_localsgd import results
 from tff_localsgd import rundir
 
+# The metrics.csv columns the report reads most.
+LOSS = metrics.column('train/loss')
+TRAIN_ACCURACY = metrics.column('train/accuracy')
+TEST_ACCURACY = metrics.column('test/accuracy')
+
 
 @dataclasses.dataclass
 class Run:
@@ -70,7 +75,7 @@ class Run:
   def outcome(self):
     """outcomes.Outcome of train/loss against the target; None when the
     run has no loss curve or no F_0 (it cannot be judged)."""
-    rounds, losses = self.series(metrics.column('train/loss'))
+    rounds, losses = self.series(LOSS)
     if not rounds or self.target is None:
       return None
     return outcomes.classify(rounds, losses, self.target,

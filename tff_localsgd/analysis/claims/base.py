@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from tff_localsgd.analysis import runs as runs_lib
 from tff_localsgd.analysis import fits
 
 VERDICTS = ('PASS', 'FAIL', 'INCONCLUSIVE')
@@ -199,7 +200,7 @@ def gap_to_prediction(run):
   if curve is None or t_pred is None:
     return None
   rounds, losses = (np.asarray(v, np.float64)
-                    for v in run.series('train_loss'))
+                    for v in run.series(runs_lib.LOSS))
   end = min(math.ceil(t_pred), len(curve) - 1)
   if not len(rounds) or rounds[-1] < end:
     return None

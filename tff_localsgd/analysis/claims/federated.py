@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from tff_localsgd import suite
+from tff_localsgd.analysis import runs as runs_lib
 from tff_localsgd.analysis import fits
 from tff_localsgd.analysis.claims import base
 
@@ -291,8 +292,8 @@ class C8:
     t_e = float(np.median([t['expected_rounds_to_eps'] for t in theories]))
     end = min([math.ceil(t_e)] + [len(t['expected_curve']) - 1
                                   for t in theories] +
-              [r.series('train_loss')[0][-1] for r in runs])
-    losses = np.array([r.series('train_loss')[1][:end + 1] for r in runs])
+              [r.series(runs_lib.LOSS)[0][-1] for r in runs])
+    losses = np.array([r.series(runs_lib.LOSS)[1][:end + 1] for r in runs])
     expected = np.array([t['expected_curve'][:end + 1] for t in theories])
     mean = np.array([t['curve'][:end + 1] for t in theories])
     d = np.max(np.abs(np.log(losses.mean(0) / expected.mean(0))))
@@ -361,12 +362,12 @@ class C11:
     trials = base.sort_trials(base.select(runs, suite.REAL_DATA), reach=False)
     verdicts, rows = [trials.verdict or 'PASS'], []
     for r in trials.usable:
-      _, losses = r.series('train_loss')
+      _, losses = r.series(runs_lib.LOSS)
       first, final = losses[0], losses[-1]
       verdicts.append('PASS' if final < first else 'FAIL')
       rows.append(f'{r.config["dataset"]}: loss {first:.3g} -> {final:.3g}, '
-                  f'train acc {r.last("train_accuracy") or math.nan:.3f}, '
-                  f'test acc {r.last("test_accuracy") or math.nan:.3f}')
+                  f'train acc {r.last(runs_lib.TRAIN_ACCURACY) or math.nan:.3f}, '
+                  f'test acc {r.last(runs_lib.TEST_ACCURACY) or math.nan:.3f}')
     if not runs_present(trials):
       verdicts.append('INCONCLUSIVE')
     stat = '; '.join(rows + ([trials.describe()] if trials.verdict else []))
