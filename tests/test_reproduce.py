@@ -8,6 +8,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from tff_localsgd import reproduction
 from tff_localsgd import suite as suite_lib
 from tff_localsgd.sweep import pool
 
@@ -28,12 +31,14 @@ def test_smoke_suite_writes_a_complete_report(tmp_path):
   suite = json.loads((tmp_path / 'suite.json').read_text())
   assert len(results['trials']) == suite['planned_trials']
   assert {e['study'] for e in results['trials']} == {
-      'E1_width', 'E2_local_steps', 'E3_sample_size', 'E4_heterogeneity',
-      'E5_algorithms', 'E6_depth', 'E7_real_data'}
-  ids = [c['id'] for c in results['claims']]
-  for required in ('C1', 'C2', 'C4', 'C5', 'C6', 'C7', 'C8', 'C9', 'C10',
-                   'C11', 'C12'):
-    assert required in ids
+      spec.name for spec in suite_lib.suite('smoke')}
+  ids = {c['id'].split('.')[0] for c in results['claims']}
+  assert ids == {f'C{i}' for i in range(1, 17)}
+  # Every trial ran the rounds its budget gave it (budgets.json).
+  budgets = json.loads((tmp_path / 'budgets.json').read_text())
+  for trial in results['trials']:
+    key = f'{trial["study"]}/{trial["group"]}/{trial["name"]}'
+    assert trial['config']['rounds'] == budgets[key][1]['rounds'], key
   # One set of --parallel trial processes ran every experiment's trials.
   assert suite['core_s'] == 2 * suite['wall_time_s'] > 0
   assert suite['trial_s']['E1_width'] > 0
@@ -60,10 +65,11 @@ def test_smoke_suite_writes_a_complete_report(tmp_path):
 def assert_same_bits_in_fresh_processes(out):
   """The first trial of every group, rerun as the one-process-per-trial
   path (sweep's fresh_process), has the suite's final weights."""
+  steps, _ = reproduction.plan_budgets(str(out), suite_lib.plan('smoke'))
   sweeps = [(trials[:1], out / 'fresh' / spec.name / label)
-            for spec, label, trials in suite_lib.plan('smoke')]
+            for spec, label, trials in steps]
   every = pool.run_sweeps(sweeps, parallel=2, fresh_process=True)
-  assert len(every) == 17  # groups: E1 2, E2 3, E3 1, E4 4, E5 4, E6 2, E7 1
+  assert len(every) == len(steps)
   for (_, fresh_dir), [result] in zip(sweeps, every):
     suite_dir = out / fresh_dir.relative_to(out / 'fresh') / result.name
     suite = json.loads((suite_dir / 'summary.json').read_text())
@@ -76,7 +82,19 @@ def test_plan_estimates_without_running(tmp_path):
   result = reproduce(tmp_path, '--plan')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'E1_width/lazy: 6 trials' in result.stdout
+  assert 'E1_width/lazy/width-32_seed-0: T_pred ' in result.stdout
+  assert 'fits here' in result.stdout and 'on the GPU' in result.stdout
   assert 'measured at m=128' in result.stdout
   assert 'min of wall time at --parallel=2' in result.stdout
+  assert 'NVIDIA A100 80GB' in result.stdout
   assert not list(tmp_path.glob('E*'))  # no trial of the suite ran
   assert not (tmp_path / 'REPORT.md').exists()
+
+
+def test_a_failing_measuring_run_names_itself_in_one_line(tmp_path):
+  base = dict(suite_lib.suite('smoke')[0].groups()[0][1], probe_size=999)
+  with pytest.raises(reproduction.PlanError) as e:
+    reproduction.measure_width(str(tmp_path), base, 32)
+  assert str(e.value).startswith('the measuring run at m=32 (E1\'s setting) '
+                                 'exited 2: ')
+  assert '\n' not in str(e.value) and 'probe_size' in str(e.value)
