@@ -1,0 +1,75 @@
+"""suite.py: the presets as data. Groups, their grids, the study names, the
+budgets' factors and the design choices the claims rely on."""
+
+import math
+
+import pytest
+
+from tff_localsgd import config as config_lib
+from tff_localsgd import suite
+from tff_localsgd.sweep import grid
+
+
+def test_a_group_crosses_its_own_grid_or_the_studys():
+  spec = suite.StudySpec(
+      'S', 'title', dict(width=8, num_examples=4),
+      grid=dict(width=[8, 16]),
+      paired=(dict(label='a'), dict(label='b', num_examples=8,
+                                    grid=dict(width=[32]))))
+  assert spec.groups() == [('a', dict(width=8, num_examples=4)),
+                           ('b', dict(width=8, num_examples=8))]
+  assert spec.grid_for('a') == dict(width=[8, 16])
+  assert spec.grid_for('b') == dict(width=[32])
+  with pytest.raises(KeyError):
+    spec.grid_for('c')
+  assert suite.StudySpec('T', 't', {}).groups() == [('all', {})]
+
+
+@pytest.mark.parametrize('preset', suite.PRESETS)
+def test_every_preset_names_its_studies_once_from_the_constants(preset):
+  names = [spec.name for spec in suite.suite(preset)]
+  assert names == [suite.WIDTH, suite.LOCAL_STEPS, suite.GRID,
+                   suite.HETEROGENEITY, suite.ALGORITHMS, suite.DEPTH,
+                   suite.REAL_DATA, suite.DIGITS_THEORY]
+  steps = suite.plan(preset)
+  assert sum(len(t) for _, _, t in steps) == sum(
+      spec.seeds * math.prod(len(v) for v in spec.grid_for(label).values())
+      for spec in suite.suite(preset) for label, _ in spec.groups())
+
+
+@pytest.mark.parametrize('preset', suite.PRESETS)
+def test_the_theory_studies_take_their_budgets_from_the_prediction(preset):
+  factors = {spec.name: spec.budget_factor for spec in suite.suite(preset)}
+  assert factors.pop(suite.REAL_DATA) == 0.0  # cross-entropy: no prediction
+  assert set(factors.values()) == {suite.BUDGET_FACTOR} == {2.0}
+
+
+def test_the_quick_designs_the_claims_rely_on():
+  steps = {(spec.name, label): trials
+           for spec, label, trials in suite.plan('quick')}
+  config = lambda study, group: grid.trial_config(steps[(study, group)][0])
+  # C2: n from 16 to 256 at m = 1024, 4 seeds each.
+  wide = [grid.trial_config(t) for (s, _), trials in steps.items()
+          if s == suite.GRID for t in trials]
+  ns = {c['num_examples'] for c in wide if c['width'] == 1024}
+  assert ns == {16, 32, 64, 128, 256}
+  # C14's grid: 4 n x 6 widths x 4 seeds.
+  assert len(steps[(suite.GRID, 'grid')]) == 4 * 6 * 4
+  # C8: Local SGD at B = 2, 4 seeds; C16: half the client step.
+  assert config(suite.ALGORITHMS, 'local_sgd')['batch_size'] == 2
+  assert len(steps[(suite.ALGORITHMS, 'local_sgd')]) == 4
+  assert config(suite.HETEROGENEITY, 'shards_1_half')['client_lr'] == \
+      config(suite.HETEROGENEITY, 'shards_1')['client_lr'] / 2
+  # C1's control: the catapult step and the narrowest width.
+  assert config(suite.WIDTH, 'catapult')['client_lr'] == \
+      suite.CATAPULT_CLIENT_LR
+  # C15: centred digits in the theory's setting.
+  digits = config_lib.ExperimentConfig.from_dict(
+      config(suite.DIGITS_THEORY, 'all'))
+  assert (digits.dataset, digits.loss, digits.train_layers,
+          digits.algorithm) == ('digits_binary', 'mse', 'hidden', 'local_gd')
+
+
+def test_an_unknown_preset_is_refused():
+  with pytest.raises(ValueError, match='unknown preset'):
+    suite.suite('huge')
