@@ -132,7 +132,7 @@ def test_the_headline_block_quotes_the_reports_sentence():
   block, = docs_blocks.blocks('\n\n<!-- generated: headline r -->\n'
                               '<!-- end generated -->\n')
   given = dict(results([claim('C1', 'PASS')]), headline='Within 5%.')
-  assert docs_blocks.render(block, ReportSources(given)) == 'Within 5%.'
+  assert docs_blocks.render(block, ReportSources(given)) == 'Within 5%.\n'
   with pytest.raises(docs_blocks.BlockError, match="has no 'headline'"):
     docs_blocks.render(block, ReportSources(results([claim('C1', 'PASS')])))
 

@@ -154,7 +154,8 @@ def claims_table(results: dict) -> str:
 
 def headline(results: dict) -> str:
   """The calibration sentence that opens the report (results.json)."""
-  return results['headline']
+  return results['headline'] + '\n'
+
 
 
 def criteria_table(results: dict) -> str:
