@@ -2,8 +2,11 @@
 hand computation, its plan text, and the determinism check's choice of
 trial. (The suite end to end: test_reproduce.py.)"""
 
+import dataclasses
+
 import pytest
 
+from tff_localsgd import budgets
 from tff_localsgd import reproduction
 from tff_localsgd import suite as suite_lib
 from tff_localsgd.sweep import grid
@@ -48,16 +51,33 @@ def test_trial_cost_orders_by_rounds_and_work():
   assert large == 10 * (reproduction.ROUND_OVERHEAD_WORK + work * 1024 ** 2)
 
 
-def test_plan_lines_total_the_groups_and_the_startups():
+def test_plan_lines_list_every_trial_and_total_here_and_on_the_gpu():
   steps = suite_lib.plan('smoke')[:2]
   widths = {grid.trial_config(t)['width'] for _, _, ts in steps for t in ts}
   costs = {m: cost(m, 0.1, 1e4) for m in widths}
-  lines = reproduction.plan_lines(steps, costs, parallel=2)
-  assert len(lines) == len(steps) + len(costs) + 1
-  total = 4.0 * 2 + sum(
-      reproduction.estimate_s(grid.trial_config(t), costs)
-      for _, _, ts in steps for t in ts)
-  assert lines[-1].startswith(f'total ~{total:.0f} trial-seconds')
+  trials = [(f'{s.name}/{label}/{t.name}', t) for s, label, ts in steps
+            for t in ts]
+  # The first trial needs 30 GB (the GPU), the others 1 GB; each 1e12 FLOPs.
+  found = {key: budgets.Budget(
+      7, 3.2, '', (8, 8), budgets.Footprint(
+          (30 if i == 0 else 1) * 2**30, 1e12))
+           for i, (key, _) in enumerate(trials)}
+  lines = reproduction.plan_lines(steps, costs, 2, found, 18 * 2**30)
+  assert len(lines) == len(steps) + len(trials) + len(costs) + 2
+  first = lines[1]
+  assert first.startswith(f'  {trials[0][0]}: T_pred 3.2, rounds 7; peak '
+                          '30.0 GB (needs the NVIDIA A100 80GB); not run here')
+  here = 4.0 * 2 + sum(reproduction.estimate_s(grid.trial_config(t), costs)
+                       for _, t in trials[1:])
+  assert lines[-2].startswith(f'here: ~{here:.0f} trial-seconds')
+  assert '1 trials do not fit this machine' in lines[-2]
+  gpu = len(trials) * 1e12 / budgets.GPU_FLOPS / 60
+  assert lines[-1].startswith(f'on one NVIDIA A100 80GB: >= {gpu:.1f} min')
+  # A trial that fits nowhere is an error of the preset, said last.
+  found[trials[0][0]] = dataclasses.replace(
+      found[trials[0][0]], footprint=budgets.Footprint(200 * 2**30, 1.0))
+  lines = reproduction.plan_lines(steps, costs, 2, found, 18 * 2**30)
+  assert 'FITS NOWHERE' in lines[1] and lines[-1].startswith('ERROR')
 
 
 def test_the_determinism_check_needs_the_first_experiments_trial(tmp_path):

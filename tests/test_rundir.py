@@ -1,6 +1,7 @@
 """The run directory: its policy, its lock, writing a round and reading back."""
 
 import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -86,7 +87,10 @@ def test_eps_target_and_rounds_to_eps_of_a_run(tmp_path):
   run.write_summary({'zero_predictor_loss': 2.5})
   run.close()
   assert run.eps_target() == pytest.approx(0.025)
-  assert run.rounds_to_eps() == 3
+  # Crossed between rounds 2 (0.04) and 3 (0.02), log-linearly:
+  # 2 + log(0.04 / 0.025) / log(0.04 / 0.02) = 2.678.
+  assert run.rounds_to_eps() == pytest.approx(2 + math.log(1.6) / math.log(2),
+                                              rel=1e-12)
 
 
 _HOLD = '''
