@@ -20,7 +20,7 @@ import tempfile
 
 from absl import app
 from absl import flags
-import tensorflow as tf  # noqa: F401  (TF at module level; see README)
+import tensorflow as tf  # noqa: F401  (TF at module level)
 
 from benchmarks import flags as flag_defs
 from tff_localsgd import config as config_lib

@@ -24,7 +24,7 @@ import time
 from absl import app
 from absl import flags
 import psutil
-import tensorflow as tf  # noqa: F401  (TF at module level; see README)
+import tensorflow as tf  # noqa: F401  (TF at module level)
 
 from benchmarks import flags as flag_defs
 from benchmarks import procstat
@@ -46,7 +46,7 @@ flags.DEFINE_integer('local_workers', 0, 'N > 0: start N TFF workers here and '
 FLAGS = flags.FLAGS
 
 # The soak's experiment: 100 clients of 20 points, m = 128, diagnostics (with
-# the lockstep round) every 10 rounds; see the README for its timing.
+# the lockstep round) every 10 rounds; see docs/performance.md for its timing.
 DEFAULTS = dict(rounds=2000, num_clients=100, num_examples=2000, input_dim=32,
                 width=128, local_steps=5, batch_size=10, diag_every=10,
                 eval_every=10, checkpoint_every=100, experiment='soak')

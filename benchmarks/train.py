@@ -14,7 +14,7 @@ import threading
 
 from absl import app
 from absl import flags
-import tensorflow as tf  # noqa: F401  (TF at module level; see README)
+import tensorflow as tf  # noqa: F401  (TF at module level)
 
 from benchmarks import flags as flag_defs
 from tff_localsgd import driver

@@ -66,8 +66,9 @@ class ExperimentConfig:
   rounds: int = 50
   eval_every: int = 1
   seed: int = 0
-  # The target: a run reaches epsilon at the first round with
-  # train/loss <= eps * F_0, where F_0 = F(f = 0) is the zero predictor's loss
+  # The target: a run reaches epsilon where its train/loss crosses
+  # eps * F_0 (interpolated: outcomes.rounds_to_eps), where F_0 = F(f = 0)
+  # is the zero predictor's loss
   # (data only: the same for every seed of the initialization).
   eps: float = 1e-3
   # Diagnostics (see tff_localsgd/diagnostic_process.py).

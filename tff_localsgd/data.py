@@ -240,8 +240,8 @@ def digits_binary(raw: dict, keep: np.ndarray) -> Dataset:
   Why centre: raw images are non-negative, all in one orthant, so H has a
   dominant near-constant mode and a small lambda_min; the weights then
   travel far, H drifts, and the linearized prediction misses the measured
-  rounds to eps by ~1.6-1.9x at m = 1024 (README). The partition keys on the
-  digit. Raises ConfigError if an image equals mu (it has no direction).
+  rounds to eps by ~1.6-1.9x at m = 1024. The partition keys on the digit.
+  Raises ConfigError if an image equals mu (it has no direction).
   """
   size = int(np.prod(_IMAGE_SPECS['digits'][0]))  # 64
   train = np.asarray(raw['x_train'], np.float64).reshape(-1, size)

@@ -1,6 +1,6 @@
 """Whether, and when, a recorded loss curve reaches epsilon: the one place.
 
-A run reaches epsilon at the first round t with
+A run reaches epsilon where its loss first gets to
 
     L_t <= eps F_0,   F_0 = (1/2n) sum_j ||y_j||^2,
 

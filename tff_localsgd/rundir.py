@@ -297,7 +297,8 @@ class RunDir:
     return eps_target(self.read_config() or {}, self.read_summary() or {})
 
   def rounds_to_eps(self):
-    """The first round with train/loss <= eps F_0, or None."""
+    """T: where train/loss crosses eps F_0 (outcomes.rounds_to_eps,
+    interpolated between the rounds around it), or None."""
     target, rows = self.eps_target(), self.read_rows()
     if target is None:
       return None

@@ -48,7 +48,7 @@ forever. The run then stops; its checkpoints let the same command resume
 once the worker is back.
 
 The workers have no authentication and no TLS: they must only be reachable
-on a private network (see benchmarks/worker.py and the README).
+on a private network (see benchmarks/worker.py and docs/several-machines.md).
 """
 
 import contextlib
