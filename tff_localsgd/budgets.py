@@ -130,14 +130,18 @@ def check_data(trial: grid.Trial, where: str):
   config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
   with _naming(trial, where):
     data = data_lib.load_federated_data(config)
-  small = [i for i, size in enumerate(data.client_sizes)
+  _check_sizes(data.client_sizes, trial, where)
+  return data
+
+
+def _check_sizes(client_sizes, trial, where):
+  small = [i for i, size in enumerate(client_sizes)
            if size < MIN_CLIENT_EXAMPLES]
   if small:
     raise config_lib.ConfigError(
         'partition', f'{where}/{trial.name}: client {small[0]} holds '
-        f'{data.client_sizes[small[0]]} example(s), fewer than '
+        f'{client_sizes[small[0]]} example(s), fewer than '
         f'{MIN_CLIENT_EXAMPLES}; change the partition or num_examples')
-  return data
 
 
 @contextlib.contextmanager
@@ -156,9 +160,10 @@ def _setup(trial: grid.Trial, where: str) -> training.Setup:
   The lockstep memory check is left to the trial: the plan reports the
   footprint instead, for this machine and for the stated GPU."""
   config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
-  check_data(trial, where)
   with _naming(trial, where):
-    return training.Setup.prepare(config, check_memory=False)
+    setup = training.Setup.prepare(config, check_memory=False)
+  _check_sizes(setup.data.client_sizes, trial, where)
+  return setup
 
 
 def _rounds(setup, factor):
