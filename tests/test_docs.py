@@ -3,7 +3,6 @@ benchmarks/docs.py): the committed docs are fresh, a stale block fails the
 check, every renderer against values worked out by hand, and the Docker
 commands the container check runs are in docs/docker.md."""
 
-import dataclasses
 import json
 import math
 import os
@@ -165,31 +164,17 @@ def test_phase_table_sums_and_shares():
   assert lines[4] == '| all | 5 | 150 | 20 | 70 | 9 | 60% |'
 
 
-@dataclasses.dataclass
-class Spec:
-  name: str
-  title: str
-  base: dict
-  grid: dict
-  paired: tuple
-  seeds: int
-
-  def groups(self):
-    return [(g['label'], {**self.base, **g}) for g in self.paired] or [
-        ('all', self.base)]
-
-
 def test_presets_and_studies_from_constructed_plans():
-  wide = Spec('S1', 'widths', dict(dataset='synthetic', num_examples=8,
+  wide = suite.StudySpec('S1', 'widths', dict(dataset='synthetic', num_examples=8,
                                    eps=0.1), dict(width=[64, 32]),
-              (dict(label='a'), dict(label='b', width=16)), 2)
-  real = Spec('S2', 'real', dict(dataset='digits', num_examples=400,
+              (dict(label='a'), dict(label='b', width=16, seeds=3)), 2)
+  real = suite.StudySpec('S2', 'real', dict(dataset='digits', num_examples=400,
                                  width=128, eps=0.1), {}, (), 1)
-  plan = [(wide, 'a', [0] * 4), (wide, 'b', [0] * 4), (real, 'all', [0])]
+  plan = [(wide, 'a', [0] * 4), (wide, 'b', [0] * 6), (real, 'all', [0])]
   assert docs_blocks.presets_table({'p': plan}).splitlines()[2] == (
-      '| p | 2 | 9 | 32, 64, 128 | 8 | 1, 2 | 0.1 |')
+      '| p | 2 | 11 | 32, 64, 128 | 8 | 1, 2, 3 | 0.1 |')
   assert docs_blocks.studies_table(plan).splitlines()[2:] == [
-      '| S1 | widths | width = 32, 64; groups a, b | 2 | 8 |',
+      '| S1 | widths | width = 32, 64; groups a, b | 2 (b 3) | 10 |',
       '| S2 | real | - | 1 | 1 |']
 
 
@@ -197,7 +182,7 @@ def test_presets_and_studies_from_constructed_plans():
 def test_presets_table_counts_the_suites_trials(preset):
   # Counted from the studies' definitions, not from the plan's expansion.
   # A group may cross its own grid (E3's extra-n group).
-  expected = sum(spec.seeds * math.prod(
+  expected = sum(spec.seeds_for(label) * math.prod(
       len(v) for v in spec.grid_for(label).values())
                  for spec in suite.suite(preset) for label, _ in spec.groups())
   plans = {preset: suite.plan(preset)}

@@ -42,6 +42,19 @@ def test_estimate_scales_the_work_from_the_nearest_width():
       2.0 + 10 * 0.9 + 2 * 0.5)
 
 
+def test_the_steady_round_leaves_out_the_first_call_and_diagnostic_rounds():
+  # Round 1 pays the computation's first call; round 3 is a diagnostic
+  # round (timed apart): the plain rounds after round 1 are 2 and 4.
+  rows = [dict(round=0),
+          dict(round=1, system_round_time_s=0.58),
+          dict(round=2, system_round_time_s=0.002),
+          dict(round=3, system_round_time_s=2.7, system_diag_time_s=0.3),
+          dict(round=4, system_round_time_s=0.004)]
+  assert reproduction.steady_round_s(rows) == pytest.approx(0.003)
+  with pytest.raises(reproduction.PlanError, match='no plain round'):
+    reproduction.steady_round_s(rows[:2])
+
+
 def test_trial_cost_orders_by_rounds_and_work():
   trials = grid.expand_grid({'width': ['256', '1024']}, [0],
                             {k: str(v) for k, v in BASE.items()})

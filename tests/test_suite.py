@@ -25,6 +25,20 @@ def test_a_group_crosses_its_own_grid_or_the_studys():
   assert suite.StudySpec('T', 't', {}).groups() == [('all', {})]
 
 
+def test_a_group_runs_its_own_seeds_or_the_studys():
+  spec = suite.StudySpec('S', 'title', dict(width=8), seeds=2,
+                         paired=(dict(label='a'), dict(label='b', seeds=5)))
+  assert spec.groups() == [('a', dict(width=8)), ('b', dict(width=8))]
+  assert (spec.seeds_for('a'), spec.seeds_for('b')) == (2, 5)
+  assert spec.seeds_text() == '2 (b 5)'
+  assert suite.StudySpec('T', 't', {}, seeds=3).seeds_text() == '3'
+  steps = {label: trials for spec_, label, trials in [
+      (spec, label, grid.expand_grid({}, list(range(spec.seeds_for(label))),
+                                     {}))
+      for label, _ in spec.groups()]}
+  assert [len(steps['a']), len(steps['b'])] == [2, 5]
+
+
 @pytest.mark.parametrize('preset', suite.PRESETS)
 def test_every_preset_names_its_studies_once_from_the_constants(preset):
   names = [spec.name for spec in suite.suite(preset)]
@@ -33,7 +47,8 @@ def test_every_preset_names_its_studies_once_from_the_constants(preset):
                    suite.REAL_DATA, suite.DIGITS_THEORY]
   steps = suite.plan(preset)
   assert sum(len(t) for _, _, t in steps) == sum(
-      spec.seeds * math.prod(len(v) for v in spec.grid_for(label).values())
+      spec.seeds_for(label) *
+      math.prod(len(v) for v in spec.grid_for(label).values())
       for spec in suite.suite(preset) for label, _ in spec.groups())
 
 
@@ -53,11 +68,15 @@ def test_the_quick_designs_the_claims_rely_on():
           if s == suite.GRID for t in trials]
   ns = {c['num_examples'] for c in wide if c['width'] == 1024}
   assert ns == {16, 32, 64, 128, 256}
-  # C14's grid: 4 n x 6 widths x 4 seeds.
-  assert len(steps[(suite.GRID, 'grid')]) == 4 * 6 * 4
-  # C8: Local SGD at B = 2, 4 seeds; C16: half the client step.
+  # C14's grid: 4 n x 7 widths from 32 x 4 seeds.
+  assert len(steps[(suite.GRID, 'grid')]) == 4 * 7 * 4
+  assert min(c['width'] for c in wide) == 32
+  # C8: Local SGD at B = 2, 24 seeds; C16: half the client step.
   assert config(suite.ALGORITHMS, 'local_sgd')['batch_size'] == 2
-  assert len(steps[(suite.ALGORITHMS, 'local_sgd')]) == 4
+  assert len(steps[(suite.ALGORITHMS, 'local_sgd')]) == 24
+  # C5, C13: 8 lazy seeds per width; the control keeps 4.
+  assert len(steps[(suite.WIDTH, 'lazy')]) == 4 * 8
+  assert len(steps[(suite.WIDTH, 'catapult')]) == 4 * 4
   assert config(suite.HETEROGENEITY, 'shards_1_half')['client_lr'] == \
       config(suite.HETEROGENEITY, 'shards_1')['client_lr'] / 2
   # C1's control: the catapult step and the narrowest width.

@@ -248,7 +248,8 @@ def presets_table(plans: dict) -> str:
         _listed(set().union(*(_values(s, 'width') for s in specs))),
         _listed(set().union(*(_values(s, 'num_examples')
                               for s in synthetic))),
-        _listed({s.seeds for s in specs}),
+        _listed({s.seeds_for(label) for s in specs
+                 for label, _ in s.groups()}),
         _listed(set().union(*(_values(s, 'eps') for s in specs)))))
   return _table(('preset', 'studies', 'trials', 'widths m',
                  'synthetic examples n', 'seeds per configuration', 'ε'),
@@ -269,7 +270,7 @@ def studies_table(plan: list) -> str:
     if labels != ['all']:
       varies.append('groups ' + ', '.join(labels))
     rows.append((spec.name, spec.title, '; '.join(varies) or '-',
-                 spec.seeds, trials[spec.name]))
+                 spec.seeds_text(), trials[spec.name]))
   return _table(('study', 'what it tests', 'what varies', 'seeds', 'trials'),
                 rows)
 

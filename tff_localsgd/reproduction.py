@@ -26,6 +26,7 @@ import sys
 import time
 
 from absl import logging
+import numpy as np
 
 from tff_localsgd import budgets
 from tff_localsgd import config as config_lib
@@ -85,6 +86,25 @@ def _work(config: dict) -> float:
   return cfg.examples_per_round(sizes) * max(1, cfg.depth)
 
 
+def steady_round_s(rows) -> float:
+  """The median time of the plain rounds after round 1 (metrics rows).
+
+  Round 1 is the first call of the round's computation, which pays its
+  one-time cost (counted as fixed by measure_width); a diagnostic round is
+  timed apart. Evaluation and writing, in a few rounds mostly first calls,
+  count as fixed too: a trial of many rounds is underestimated by their
+  per-round part (measured in the quick suite: ~0.06 s a round at m = 1024).
+  """
+  round_column = metrics.column(results.TIMING_PREFIX + 'round_time_s')
+  diag_column = metrics.column(results.TIMING_PREFIX + 'diag_time_s')
+  plain = [r[round_column] for r in rows
+           if r['round'] >= 2 and r.get(round_column) is not None and
+           r.get(diag_column) is None]
+  if not plain:
+    raise PlanError('a measuring run recorded no plain round after round 1')
+  return float(np.median(plain))
+
+
 def measure_width(out: str, base: dict, width: int) -> RoundCost:
   """Trains E1's setting at `width` for PLAN_ROUNDS rounds, the last with
   diagnostics, under <out>/plan/, and reads its phases back."""
@@ -102,18 +122,7 @@ def measure_width(out: str, base: dict, width: int) -> RoundCost:
                     f'{done.returncode}: {last}')
   run = rundir.RunDir(path=os.path.join(root, f'width-{width}'))
   phases = run.read_summary()['phases_s']
-  rows = run.read_rows()
-  round_column = metrics.column(results.TIMING_PREFIX + 'round_time_s')
-  diag_column = metrics.column(results.TIMING_PREFIX + 'diag_time_s')
-  # The median plain round, not rounds_s / PLAN_ROUNDS: the first call of a
-  # computation pays its one-time cost, which counts as fixed here. So do
-  # evaluation and writing, which in 3 rounds are mostly first calls: a
-  # trial of many rounds is underestimated by their per-round part
-  # (measured in the quick suite: ~0.06 s a round at m = 1024).
-  plain = sorted(r[round_column] for r in rows
-                 if r.get(round_column) is not None and
-                 r.get(diag_column) is None)
-  round_s = plain[len(plain) // 2]
+  round_s = steady_round_s(run.read_rows())
   diag_s = phases['diagnostics_s']
   in_trial = sum(v for k, v in phases.items() if k != 'startup_s')
   return RoundCost(width, startup_s=phases['startup_s'],

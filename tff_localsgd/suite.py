@@ -35,6 +35,18 @@ The design, from the theory (tff_localsgd/theory.py, docs/theory.md):
   step is stable again, and the run then converges.
 - Slopes against width or n have >= MIN_SLOPE_SEEDS seeds: their intervals
   are per-seed t-intervals (fits.seed_slope_fit).
+- Seeds where a claim needs them to decide (chosen after the quick report
+  at 9639f59 left three claims undecided for want of seeds; no criterion
+  changed, and the report says so):
+  E1's lazy group has twice the seeds, lazy_seeds (C5's flatness in
+  width and C13's slope: at 4 seeds their t-intervals were +-0.32 and
+  +-0.17 wide, against bands of +-0.25 about 0 and of -0.5 +- 0.25; twice
+  the seeds narrow them by sqrt(2) t_3/t_7 = 1.9);
+  E5's Local SGD group has sgd_seeds = 24 (C8's band is
+  4 sd/sqrt(S) + G: sd 0.57 and G 0.15 at 4 seeds put the band at 1.30,
+  around the control's 0.77; S = 24 puts it near 0.62);
+  E3's grid starts at m = 32 in quick (C14: m*(16) was at or below the
+  narrowest width 64, a censored threshold).
 """
 
 import dataclasses
@@ -62,32 +74,50 @@ class StudySpec:
   base: dict  # flag -> value, shared by every trial
   grid: dict = dataclasses.field(default_factory=dict)  # flag -> values
   # Explicit groups where values are paired, not crossed: dicts of flag ->
-  # value (an optional 'label', and an optional 'grid' that replaces the
-  # study's grid for that group), each crossed with the grid and seeds.
+  # value (an optional 'label', an optional 'grid' that replaces the
+  # study's grid for that group, and optional 'seeds' that replace the
+  # study's seeds), each crossed with the grid and seeds.
   paired: tuple = ()
   seeds: int = 1
   # rounds = ceil(budget_factor T_pred) per trial (budgets.py); 0: fixed.
   budget_factor: float = 0.0
 
+  _DESIGN = ('grid', 'seeds')  # keys of a paired entry that are not flags
+
   def _entries(self):
+    """(label, flags, design) per group: design holds its grid and seeds."""
     for entry in self.paired or ({},):
-      entry = dict(entry)
-      entry.pop('grid', None)
-      label = entry.pop('label', None) or '_'.join(
-          f'{k}-{v}' for k, v in entry.items()) or 'all'
-      yield label, entry
+      flags = {k: v for k, v in entry.items() if k not in self._DESIGN}
+      label = flags.pop('label', None) or '_'.join(
+          f'{k}-{v}' for k, v in flags.items()) or 'all'
+      yield label, flags, dict(dict(grid=self.grid, seeds=self.seeds),
+                               **{k: entry[k] for k in self._DESIGN
+                                  if k in entry})
 
   def groups(self) -> list:
     """[(label, flags)]: one sub-sweep per paired entry (or one in all)."""
-    return [(label, {**self.base, **entry})
-            for label, entry in self._entries()]
+    return [(label, {**self.base, **flags})
+            for label, flags, _ in self._entries()]
+
+  def _design(self, label: str) -> dict:
+    for name, _, design in self._entries():
+      if name == label:
+        return design
+    raise KeyError(label)
 
   def grid_for(self, label: str) -> dict:
     """The grid a group crosses with its seeds: its own, else the study's."""
-    for entry, (name, _) in zip(self.paired or ({},), self._entries()):
-      if name == label:
-        return entry.get('grid', self.grid)
-    raise KeyError(label)
+    return self._design(label)['grid']
+
+  def seeds_for(self, label: str) -> int:
+    """The seeds of a group: its own, else the study's."""
+    return self._design(label)['seeds']
+
+  def seeds_text(self) -> str:
+    """The study's seeds, and the groups that have their own: '4 (lazy 8)'."""
+    own = [f'{label} {self.seeds_for(label)}' for label, _ in self.groups()
+           if self.seeds_for(label) != self.seeds]
+    return f'{self.seeds}' + (f' ({", ".join(own)})' if own else '')
 
 
 # client_lr of the theory studies, and of E1's non-lazy control (above).
@@ -117,19 +147,23 @@ def _sizes(preset):
 
   widths: E1's; grid_ns x grid_widths: E3's width-threshold grid, and
   wide_n: the extra n of C2 at width `wide` (C2 spans n from grid_ns[1]
-  to wide_n at m = wide); rounds: the fixed rounds of a trial whose
+  to wide_n at m = wide); lazy_seeds, sgd_seeds: E1 lazy's and E5 Local
+  SGD's seeds (the module doc says why); rounds: the fixed rounds of a trial whose
   prediction sets none (the catapult control, E7).
   """
   return {
       'smoke': dict(widths=(32, 64, 128), n=16, grid_ns=(8, 16),
                     grid_widths=(32, 128), wide_n=32, clients=2, rounds=6,
-                    seeds=2, depths=(1, 2), wide=128, ks=(1, 4),
+                    seeds=2, lazy_seeds=2, sgd_seeds=1, depths=(1, 2),
+                    wide=128, ks=(1, 4),
                     lrs=(8.0, 4.0), eps=1e-1, diag_every=3, pair_seeds=1,
                     digits_n=32, digits_widths=(32, 128), alpha=0.1),
       'quick': dict(widths=(256, 512, 1024, 2048), n=64,
                     grid_ns=(16, 32, 64, 128),
-                    grid_widths=(64, 128, 256, 512, 1024, 2048), wide_n=256,
-                    clients=4, rounds=30, seeds=4, depths=(1, 2, 4),
+                    grid_widths=(32, 64, 128, 256, 512, 1024, 2048),
+                    wide_n=256,
+                    clients=4, rounds=30, seeds=4, lazy_seeds=8,
+                    sgd_seeds=24, depths=(1, 2, 4),
                     wide=1024, ks=(1, 2, 5, 10, 20), lrs=(8.0, 4.0),
                     eps=1e-2, diag_every=10, pair_seeds=4,
                     digits_n=64, digits_widths=(64, 256, 1024, 2048),
@@ -137,7 +171,8 @@ def _sizes(preset):
       'paper': dict(widths=(512, 1024, 2048, 4096), n=256,
                     grid_ns=(64, 128, 256, 512),
                     grid_widths=(256, 1024, 4096, 16384), wide_n=1024,
-                    clients=16, rounds=200, seeds=5, depths=(1, 2, 4, 8),
+                    clients=16, rounds=200, seeds=5, lazy_seeds=10,
+                    sgd_seeds=24, depths=(1, 2, 4, 8),
                     wide=4096, ks=(1, 2, 5, 10, 20, 50), lrs=(8.0, 4.0),
                     eps=1e-4, diag_every=10, pair_seeds=5,
                     digits_n=256, digits_widths=(256, 4096), alpha=0.2),
@@ -167,7 +202,7 @@ def _width(s, theory) -> StudySpec:
       dict(theory, diag_every=s['diag_every'], diag_per_step=True,
            ntk_every=s['diag_every']),
       grid=dict(width=list(s['widths'])),
-      paired=(dict(label='lazy'),
+      paired=(dict(label='lazy', seeds=s['lazy_seeds']),
               dict(client_lr=CATAPULT_CLIENT_LR, label='catapult')),
       seeds=s['seeds'], budget_factor=BUDGET_FACTOR)
 
@@ -223,7 +258,8 @@ def _comparisons(s, wide) -> tuple:
         'centralized GD',
         wide,
         paired=(dict(algorithm='local_sgd', batch_size=LOCAL_SGD_BATCH,
-                     label='local_sgd'),
+                     label='local_sgd',
+                     seeds=s['sgd_seeds']),
                 dict(algorithm='local_gd', label='local_gd'),
                 dict(algorithm='minibatch_sgd', local_steps=1,
                      label='minibatch_sgd'),
@@ -293,7 +329,7 @@ def plan(preset: str, only=()) -> list:
     for label, base in spec.groups():
       grid = {k: [str(v) for v in values]
               for k, values in spec.grid_for(label).items()}
-      trials = sweep.expand_grid(grid, list(range(spec.seeds)),
+      trials = sweep.expand_grid(grid, list(range(spec.seeds_for(label))),
                                  {k: str(v) for k, v in base.items()})
       out.append((spec, label, trials))
   return out

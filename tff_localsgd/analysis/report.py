@@ -180,7 +180,7 @@ def _study_lines(preset, runs, info) -> list:
     cost += _phase_text(info.get('phases_s', {}).get(spec.name), spent)
     lines.append(
         f'- **{spec.name}**: {spec.title}. Grid {spec.grid or "-"}; groups '
-        f'{[label for label, _ in spec.groups()]}; {spec.seeds} seed(s); '
+        f'{[label for label, _ in spec.groups()]}; seeds {spec.seeds_text()}; '
         f'{len(members)} trials ({dict(counts)}); {cost}.')
   return lines
 
