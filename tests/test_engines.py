@@ -2,6 +2,9 @@
 must give the same results."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +23,7 @@ from tff_localsgd.engines import inprocess
 from tff_localsgd.engines import native
 
 ROUNDS = 3
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_rounds(proc, clients, cohort=None):
@@ -291,3 +295,34 @@ def test_inprocess_engine_places_the_matmuls_on_the_gpu(capfd):
   placed = [line for line in capfd.readouterr().err.splitlines()
             if 'MatMul' in line]
   assert placed and all('GPU:0' in line for line in placed), placed[:5]
+
+
+# A plain TF computation (a server-side diagnostic) run by the in-process
+# engine on /CPU:1 of a CPU split in two: its matmul's assigned device. In
+# a fresh process, as the split must come before TensorFlow starts.
+_PLACED_ON = '''
+import numpy as np, tensorflow as tf, tensorflow_federated as tff
+from tensorflow.python.eager import context
+from tff_localsgd import gpu_check
+from tff_localsgd.engines import inprocess
+gpu_check.split_cpu()
+
+@tff.tensorflow.computation(tff.TensorType(np.float32, [8, 8]))
+def square(a):
+  return tf.matmul(a, a)
+
+with inprocess.inprocess_engine('/CPU:1') as engine:
+  engine.prepare([square])
+  context.enable_run_metadata()
+  square(np.eye(8, dtype=np.float32))
+  placed = gpu_check.placement_from(context.export_run_metadata(), '/CPU:1')
+  print(engine.runs_here(square), placed.describe())
+'''
+
+
+def test_a_plain_tf_computation_runs_on_the_engines_device():
+  done = subprocess.run([sys.executable, '-c', _PLACED_ON], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.splitlines()[-1] == (
+      'True 1 of 1 matmuls on /CPU:1 (1 on /CPU:1)')

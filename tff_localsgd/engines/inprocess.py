@@ -125,6 +125,7 @@ class TFGraph:
                                 'op) are not supported in-process')
     self.parameter_leaves = _leaves(comp.type_signature.parameter)
     self.result_leaves = _leaves(comp.type_signature.result)
+    self.device = device
     with tf.device(device):
       self._fn = tf.compat.v1.wrap_function(self.inline,
                                             _specs(self.parameter_leaves))
@@ -141,7 +142,9 @@ class TFGraph:
         name=scope)
 
   def __call__(self, *flat):
-    return list(self._fn(*flat))
+    # The call's device places the function: its tracing scope does not.
+    with tf.device(self.device):
+      return list(self._fn(*flat))
 
 
 def _specs(leaves) -> list:
