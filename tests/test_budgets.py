@@ -67,6 +67,28 @@ def test_a_cached_budget_is_reused_only_for_the_same_trial():
   assert budgets.assign(steps, known)[1][key][1] == b
 
 
+def test_a_plan_stopped_midway_keeps_the_budgets_it_computed(monkeypatch):
+  steps = suite.plan('smoke', {'E1_width'})[:1]
+  _, found = budgets.assign(steps)
+  keys = list(found)
+  known = {keys[0]: (found[keys[0]][0], found[keys[0]][1].to_dict())}
+  saved, computed = [], []
+  real = budgets.budget
+
+  def budget_then_stop(trial, factor, where):
+    if computed:  # the second new budget: the plan is killed
+      raise KeyboardInterrupt
+    computed.append(trial.name)
+    return real(trial, factor, where)
+  monkeypatch.setattr(budgets, 'budget', budget_then_stop)
+  with pytest.raises(KeyboardInterrupt):
+    budgets.assign(steps, known, save=lambda f: saved.append(dict(f)))
+  # One save, after the one new budget: the known one and it, as computed.
+  assert [list(f) for f in saved] == [keys[:2]]
+  assert saved[0][keys[1]] == found[keys[1]]
+  assert saved[0][keys[0]][1] == found[keys[0]][1]
+
+
 def test_a_client_with_one_example_is_refused_naming_the_trial():
   # 3 examples over 2 clients, shards of 1: one client gets one example.
   trial = _trial(num_examples=3, partition='shards', shards_per_client=1,

@@ -206,25 +206,33 @@ def signature(trial: grid.Trial, factor: float) -> str:
   return f'{factor:g} ' + ' '.join(flags)
 
 
-def assign(steps, known=None) -> tuple:
+def assign(steps, known=None, save=None) -> tuple:
   """(steps with each trial's rounds set, {'study/group/trial': (signature,
   Budget)}).
 
   steps: suite.plan's [(spec, group label, trials)]; a spec's
   budget_factor sets its trials' rounds (module doc). known: an earlier
   result of assign (budgets.json), whose entries are reused where the
-  signature matches, so a resumed suite does not recompute H_0.
+  signature matches, so a resumed suite does not recompute H_0. save:
+  called with the budgets found so far, the known ones first, after each
+  new one (a plan stopped midway keeps what it computed).
   """
   planned, found = [], {}
+  for spec, label, trials in steps:
+    for trial in trials:  # the known first: a save keeps them all
+      key = f'{spec.name}/{label}/{trial.name}'
+      cached = (known or {}).get(key)
+      if cached and cached[0] == signature(trial, spec.budget_factor):
+        found[key] = (cached[0], Budget.from_dict(cached[1]))
   for spec, label, trials in steps:
     where = f'{spec.name}/{label}'
     out = []
     for trial in trials:
       key, sig = f'{where}/{trial.name}', signature(trial, spec.budget_factor)
-      cached = (known or {}).get(key)
-      b = (Budget.from_dict(cached[1]) if cached and cached[0] == sig else
-           budget(trial, spec.budget_factor, where))
-      found[key] = (sig, b)
-      out.append(_with_rounds(trial, b.rounds))
+      if key not in found:
+        found[key] = (sig, budget(trial, spec.budget_factor, where))
+        if save is not None:
+          save(found)
+      out.append(_with_rounds(trial, found[key][1].rounds))
     planned.append((spec, label, out))
   return planned, found

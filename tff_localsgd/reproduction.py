@@ -56,10 +56,15 @@ def plan_budgets(out, steps) -> tuple:
   """(steps with budgets.assign's rounds, {'study/group/trial': Budget}),
   reusing and rewriting <out>/budgets.json."""
   path = os.path.join(out, BUDGETS_JSON)
-  planned, found = budgets.assign(steps, recorders.read_json(path))
+  save = functools.partial(_write_budgets, path)
+  planned, found = budgets.assign(steps, recorders.read_json(path), save)
+  save(found)
+  return planned, {k: b for k, (_, b) in found.items()}
+
+
+def _write_budgets(path, found):
   recorders.write_json(path, {k: (sig, b.to_dict())
                               for k, (sig, b) in found.items()})
-  return planned, {k: b for k, (_, b) in found.items()}
 
 
 @dataclasses.dataclass(frozen=True)
