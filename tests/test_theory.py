@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -191,6 +192,25 @@ def test_predicted_rounds_to_eps():
   assert theory.predicted_rounds_to_eps(curve, 0.01, 1.0) is None
   assert theory.predicted_rounds_to_eps(curve, 0.01, None) is None
   assert theory.predicted_rounds_to_eps(None, 0.01, 0.5) is None
+
+
+def test_curve_to_crossing_runs_to_its_crossing_or_diverges_to_inf():
+  r0 = np.array([2.0, 0.0])  # L_0 = (1/4) 4 = 1
+  # M = 0.5 I: L_t = 0.25^t, below 1e-3 first at t = 5 (0.25^5 = 9.8e-4).
+  curve = theory.curve_to_crossing(0.5 * np.eye(2), r0, rounds=3,
+                                   target=1e-3, rate=0.25)
+  np.testing.assert_allclose(curve, 0.25 ** np.arange(6), rtol=1e-15)
+  # A budget past the crossing: the curve runs to the budget.
+  assert len(theory.curve_to_crossing(0.5 * np.eye(2), r0, rounds=8,
+                                      target=1e-3, rate=0.25)) == 9
+  # rho = 1000: L_t = 1e6^t passes float64's range at t = 52: inf, no
+  # warning, and the curve stops at the run's rounds.
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    curve = theory.curve_to_crossing(1000 * np.eye(2), r0, rounds=60,
+                                     target=1e-3, rate=1e6)
+  assert len(curve) == 61 and curve[51] == pytest.approx(1e306)
+  assert np.isinf(curve[52:]).all()
 
 
 def wide_problem(width):

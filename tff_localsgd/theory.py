@@ -147,16 +147,19 @@ def curve_to_crossing(m, r0, rounds, target, rate, cap=PREDICTION_CAP):
   curve is at or below `target`, at most `cap`: the crossing lies inside the
   curve whatever the run's budget, so T_pred does not depend on the budget
   (and a budget drawn from T_pred cannot move it). With rate >= 1 the curve
-  never settles and stops at t = rounds.
+  never settles and stops at t = rounds; where it grows past float64's
+  range its values are inf (a catapult step at hundreds of rounds), which is
+  the prediction: the linearized run diverges.
   """
   end = rounds if rate >= 1 else cap
   r = np.asarray(r0, np.float64)
   losses = [r @ r]
-  for t in range(1, end + 1):
-    r = m @ r
-    losses.append(r @ r)
-    if t >= rounds and losses[-1] <= 2 * len(r) * target:
-      break
+  with np.errstate(over='ignore', invalid='ignore'):
+    for t in range(1, end + 1):
+      r = m @ r
+      losses.append(r @ r)
+      if t >= rounds and losses[-1] <= 2 * len(r) * target:
+        break
   return np.asarray(losses) / (2 * len(r))
 
 
