@@ -16,6 +16,7 @@ import pytest
 from tff_localsgd import config as config_lib
 from tff_localsgd import recorders
 from tff_localsgd import reporting
+from tff_localsgd import suite as suite_lib
 from tff_localsgd.analysis import claims as claims_lib
 from tff_localsgd.analysis import report
 from tff_localsgd.analysis import runs as runs_lib
@@ -170,6 +171,10 @@ def test_the_report_opens_with_the_calibration_and_names_where_each_fails(
   # In this checkout, C1's class was committed: '<hash> <date>'.
   commit, date = c1['criterion_commit'].split()
   assert len(commit) >= 7 and date.count('-') == 2
+  # The design changes made after a report was seen are listed.
+  assert suite_lib.DESIGN_CHANGES
+  for commit, what in suite_lib.DESIGN_CHANGES:
+    assert f'- at {commit}: {what}.' in text.split('## Studies')[1]
 
 
 def test_planned_trials_missing_from_disk_make_their_claims_inconclusive(

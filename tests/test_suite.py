@@ -2,6 +2,8 @@
 budgets' factors and the design choices the claims rely on."""
 
 import math
+import os
+import subprocess
 
 import pytest
 
@@ -92,3 +94,13 @@ def test_the_quick_designs_the_claims_rely_on():
 def test_an_unknown_preset_is_refused():
   with pytest.raises(ValueError, match='unknown preset'):
     suite.suite('huge')
+
+
+def test_every_design_change_names_a_commit_that_changed_the_suite():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for commit, _ in suite.DESIGN_CHANGES:
+    changed = subprocess.run(
+        ['git', 'show', '--name-only', '--format=', commit], cwd=root,
+        capture_output=True, text=True)
+    assert changed.returncode == 0, changed.stderr
+    assert 'tff_localsgd/suite.py' in changed.stdout.split()

@@ -125,6 +125,14 @@ CLIENT_LR = 8.0
 CATAPULT_CLIENT_LR = 20.0
 
 MIN_SLOPE_SEEDS = 4
+# Design changes made after a committed report had been seen, as (commit,
+# what changed and why); the criteria did not change. The report lists them.
+DESIGN_CHANGES = (
+    ('6ca5638', 'E1 lazy 8 seeds (paper 10), E5 local_sgd 24 seeds, and '
+     'quick\'s E3 grid from m = 32: the quick report at 9639f59 left C5, '
+     'C8 and C13 undecided for want of seeds and C14 with m*(16) censored '
+     'at the narrowest width'),
+)
 # C8's Local SGD batch: at B = 2 the minibatch variance doubles the
 # expected loss (second_moment.py; at B = 8 it adds 1-2%, which 4 seeds
 # cannot tell from the mean residual's curve), so the expected-loss

@@ -182,6 +182,10 @@ def _study_lines(preset, runs, info) -> list:
         f'- **{spec.name}**: {spec.title}. Grid {spec.grid or "-"}; groups '
         f'{[label for label, _ in spec.groups()]}; seeds {spec.seeds_text()}; '
         f'{len(members)} trials ({dict(counts)}); {cost}.')
+  lines += ['', 'Design changes made after a committed report had been seen '
+            '(no criterion changed with them):'] + [
+                f'- at {commit}: {what}.'
+                for commit, what in suite_lib.DESIGN_CHANGES]
   return lines
 
 
