@@ -61,10 +61,18 @@ def test_a_cached_budget_is_reused_only_for_the_same_trial():
   known = {k: (s, v.to_dict()) for k, (s, v) in found.items()}
   known[key] = (sig, fake.to_dict())
   planned, again = budgets.assign(steps, known)
-  assert again[key][1] == fake  # reused, not recomputed
+  # Reused, not recomputed; its footprint computed anew for its rounds.
+  config = config_lib.ExperimentConfig.from_dict(
+      grid.trial_config(steps[0][2][0]))
+  assert again[key][1] == fake.measured(config) != fake
+  assert again[key][1].footprint.flops > b.footprint.flops
   assert grid.trial_config(planned[0][2][0])['rounds'] == b.rounds + 1000
   known[key] = ('another signature', fake.to_dict())
   assert budgets.assign(steps, known)[1][key][1] == b
+  # An entry cached before the model's sizes were kept is recomputed.
+  old = {k: v for k, v in fake.to_dict().items()
+         if k not in ('num_parameters', 'trainable')}
+  assert budgets.assign(steps, {key: (sig, old)})[1][key][1] == b
 
 
 def test_a_plan_stopped_midway_keeps_the_budgets_it_computed(monkeypatch):
@@ -127,11 +135,11 @@ def test_the_footprint_counts_the_lockstep_copies_and_the_flops():
   size = budgets.footprint(config, num_parameters=1000, trainable=600, n=64,
                            rounds=10)
   lockstep = 4 * 600 * 4 * (28 + 4 * 5)
-  assert size.peak_bytes == budgets.PROCESS_BYTES + lockstep
+  assert size.peak_bytes == budgets.PROCESS_BYTES + lockstep  # > theory's
   # A round: 6 P_trainable per example gradient (K n of them) + 2 P n.
   assert size.flops == 10 * (6 * 600 * 5 * 64 + 2 * 1000 * 64)
   assert size.gpu_seconds() == size.flops / budgets.GPU_FLOPS
   off = budgets.footprint(
       config_lib.ExperimentConfig(num_clients=4, width=64), 1000, 600, 64, 10)
-  assert off.peak_bytes == budgets.PROCESS_BYTES + 2 * 8 * 64 * 64 + \
-      8 * 64 * int(math.sqrt(1000))
+  assert off.peak_bytes == budgets.PROCESS_BYTES + 44 * 1000 + \
+      2 * 8 * 64 * 64 + 8 * 64 * int(math.sqrt(1000))

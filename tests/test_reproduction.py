@@ -72,7 +72,7 @@ def test_plan_lines_list_every_trial_and_total_here_and_on_the_gpu():
             for t in ts]
   # The first trial needs 30 GB (the GPU), the others 1 GB; each 1e12 FLOPs.
   found = {key: budgets.Budget(
-      7, 3.2, '', (8, 8), budgets.Footprint(
+      7, 3.2, '', (8, 8), 100, 50, budgets.Footprint(
           (30 if i == 0 else 1) * 2**30, 1e12))
            for i, (key, _) in enumerate(trials)}
   lines = reproduction.plan_lines(steps, costs, 2, found, 18 * 2**30)

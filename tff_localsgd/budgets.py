@@ -41,6 +41,11 @@ GPU_FLOPS = 19.5e12
 # A trial process's own footprint (TF, TFF and the worker) before any model:
 # ~1.5 GB resident, measured as the quick suite's trial processes' RSS.
 PROCESS_BYTES = int(1.5 * 2**30)
+# The prediction's peak above an imported TensorFlow, per model parameter:
+# the model, its float64 copies and the Gram's temporaries. Measured with
+# ru_maxrss on the paper's E3 trials (n = 512, d = 16, depth 1): 47 bytes at
+# m = 4096 (0.74 GB) and 43 bytes at m = 16384 (10.8 GB).
+PREDICTION_BYTES_PER_PARAMETER = 44
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +76,9 @@ def footprint(config, num_parameters: int, trainable: int, n: int,
       average and their TFF values),
     the lockstep diagnostics (when on): clients x trainable parameters x
       (28 + 4 steps) x 4 bytes (diagnostic_process, measured),
-    the prediction: H and M, 2 n^2 float64, and the n x m float64
-      activations of the Gram, about n P / m ~ n sqrt(P) doubles.
+    the prediction: PREDICTION_BYTES_PER_PARAMETER x P (measured), H and
+      M, 2 n^2 float64, and the n x m float64 activations of the Gram,
+      about n P / m ~ n sqrt(P) doubles.
   FLOPs: a step of local GD on one example costs ~6 P_trainable (forward
   2 P, backward 4 P), so a round costs 6 P x (example gradients of the
   round), and its evaluation 2 P n; times the rounds.
@@ -82,7 +88,8 @@ def footprint(config, num_parameters: int, trainable: int, n: int,
   if config.diag_every and config.lockstep_drift:
     lockstep = (config.cohort_size * trainable * 4 *
                 (28 + 4 * config.local_steps))
-  theory = 2 * 8 * n * n + 8 * n * int(math.sqrt(num_parameters))
+  theory = (PREDICTION_BYTES_PER_PARAMETER * num_parameters +
+            2 * 8 * n * n + 8 * n * int(math.sqrt(num_parameters)))
   sizes = [max(1, n // config.num_clients)] * config.cohort_size
   per_round = (6 * trainable * config.examples_per_round(sizes) +
                2 * num_parameters * n)
@@ -93,12 +100,15 @@ def footprint(config, num_parameters: int, trainable: int, n: int,
 @dataclasses.dataclass(frozen=True)
 class Budget:
   """A trial's planned rounds: ceil(factor T_pred), or the study's fixed
-  rounds with the reason (`why`) when no T_pred sets them; and its
-  footprint at those rounds."""
+  rounds with the reason (`why`) when no T_pred sets them; the model's
+  sizes (0 where the data is not on this machine) and the footprint at
+  those rounds."""
   rounds: int
   t_pred: float | None
   why: str
   client_sizes: tuple
+  num_parameters: int
+  trainable: int
   footprint: Footprint
 
   @property
@@ -114,6 +124,12 @@ class Budget:
     values['client_sizes'] = tuple(values['client_sizes'])
     values['footprint'] = Footprint(**values['footprint'])
     return cls(**values)
+
+  def measured(self, config) -> 'Budget':
+    """The budget with its footprint from this code's footprint()."""
+    return dataclasses.replace(self, footprint=footprint(
+        config, self.num_parameters, self.trainable, sum(self.client_sizes),
+        self.rounds))
 
 
 def _with_rounds(trial: grid.Trial, rounds: int) -> grid.Trial:
@@ -185,18 +201,17 @@ def _rounds(setup, factor):
 def budget(trial: grid.Trial, factor: float, where: str) -> Budget:
   """The trial's Budget (module doc). factor <= 0 keeps its rounds; data
   this machine does not have (MNIST, CIFAR-10 offline) keeps them too."""
+  config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
   try:
     setup = _setup(trial, where)
   except data_lib.DataUnavailableError as e:
-    rounds = grid.trial_config(trial)['rounds']
-    return Budget(rounds, None, f'data not on this machine ({e})'.split(
-        '\n')[0], (), Footprint(PROCESS_BYTES, 0.0))
+    return Budget(config.rounds, None, f'data not on this machine ({e})'
+                  .split('\n')[0], (), 0, 0, None).measured(config)
   rounds, t_pred, why = _rounds(setup, factor)
   spec = setup.spec
-  size = footprint(setup.config, spec.num_parameters(),
-                   spec.num_parameters(trainable_only=True),
-                   sum(setup.data.client_sizes), rounds)
-  return Budget(rounds, t_pred, why, tuple(setup.data.client_sizes), size)
+  return Budget(rounds, t_pred, why, tuple(setup.data.client_sizes),
+                spec.num_parameters(), spec.num_parameters(trainable_only=True),
+                None).measured(config)
 
 
 def signature(trial: grid.Trial, factor: float) -> str:
@@ -206,6 +221,25 @@ def signature(trial: grid.Trial, factor: float) -> str:
   return f'{factor:g} ' + ' '.join(flags)
 
 
+def _reusable(steps, known: dict) -> dict:
+  """{key: (signature, Budget)} of the known budgets the steps can reuse:
+  the same signature, and the model's sizes kept (entries cached before
+  they were are recomputed). The footprint is computed anew: it depends
+  on this code, not on H_0."""
+  found = {}
+  for spec, label, trials in steps:
+    for trial in trials:
+      key = f'{spec.name}/{label}/{trial.name}'
+      cached = known.get(key)
+      if (cached and cached[0] == signature(trial, spec.budget_factor) and
+          'num_parameters' in cached[1]):
+        config = config_lib.ExperimentConfig.from_dict(
+            grid.trial_config(trial))
+        found[key] = (cached[0],
+                      Budget.from_dict(cached[1]).measured(config))
+  return found
+
+
 def assign(steps, known=None, save=None) -> tuple:
   """(steps with each trial's rounds set, {'study/group/trial': (signature,
   Budget)}).
@@ -213,17 +247,11 @@ def assign(steps, known=None, save=None) -> tuple:
   steps: suite.plan's [(spec, group label, trials)]; a spec's
   budget_factor sets its trials' rounds (module doc). known: an earlier
   result of assign (budgets.json), whose entries are reused where the
-  signature matches, so a resumed suite does not recompute H_0. save:
-  called with the budgets found so far, the known ones first, after each
-  new one (a plan stopped midway keeps what it computed).
+  signature matches (_reusable), so a resumed suite does not recompute
+  H_0. save: called with the budgets found so far, the known ones first,
+  after each new one (a plan stopped midway keeps what it computed).
   """
-  planned, found = [], {}
-  for spec, label, trials in steps:
-    for trial in trials:  # the known first: a save keeps them all
-      key = f'{spec.name}/{label}/{trial.name}'
-      cached = (known or {}).get(key)
-      if cached and cached[0] == signature(trial, spec.budget_factor):
-        found[key] = (cached[0], Budget.from_dict(cached[1]))
+  planned, found = [], _reusable(steps, known or {})
   for spec, label, trials in steps:
     where = f'{spec.name}/{label}'
     out = []
