@@ -117,17 +117,26 @@ def _server_update(spec, server_lr, w_type):
   return server_update
 
 
-def evaluation_sums(spec, loss, weights, x, y):
+def evaluation_sums(spec, loss, weights, x, y, mask=None):
   """One client's <loss_sum, correct, num_examples> at w: sum_j l(f(w; x_j),
   y_j), the correct argmax predictions, n_i. Summed over clients, F(w) =
-  loss_sum / num_examples (and the accuracy likewise)."""
+  loss_sum / num_examples (and the accuracy likewise).
+
+  With `mask` [S, n_max] (stacking.py: x [S, n_max, ...], weights [S, ...],
+  padding marked 0) each is float32[S], the sums over the real examples.
+  """
   logits = models.forward(spec.layers, weights, x)
   per_example = models.loss_fn(loss, logits, y)
-  hits = tf.equal(tf.argmax(logits, -1), tf.argmax(y, -1))
+  hits = tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(y, -1)),
+                 tf.float32)
+  if mask is None:
+    return collections.OrderedDict(
+        loss_sum=tf.reduce_sum(per_example), correct=tf.reduce_sum(hits),
+        num_examples=tf.cast(tf.shape(x)[0], tf.float32))
   return collections.OrderedDict(
-      loss_sum=tf.reduce_sum(per_example),
-      correct=tf.reduce_sum(tf.cast(hits, tf.float32)),
-      num_examples=tf.cast(tf.shape(x)[0], tf.float32))
+      loss_sum=tf.reduce_sum(per_example * mask, axis=-1),
+      correct=tf.reduce_sum(hits * mask, axis=-1),
+      num_examples=tf.reduce_sum(mask, axis=-1))
 
 
 def _evaluate(spec, loss, w_type, d_type):
