@@ -47,13 +47,13 @@ class Seeds:
   stacked: stacking.StackedProcess
 
   @classmethod
-  def build(cls, config, seeds=SEEDS):
+  def build(cls, config, seeds=SEEDS, batched=True):
     configs = tuple(dataclasses.replace(config, seed=s) for s in seeds)
     data = tuple(data_lib.load_federated_data(c) for c in configs)
     specs = tuple(models.build_model(c, d.input_shape, d.output_dim)
                   for c, d in zip(configs, data))
     return cls(configs, data, specs, stacking.StackedProcess(
-        specs, config, data[0].input_shape, data[0].output_dim))
+        specs, config, data[0].input_shape, data[0].output_dim, batched))
 
   def cohort(self, s, t):
     """Seed s's client values of round t, as training._Round.train."""
@@ -110,11 +110,12 @@ def gaps(got, want) -> tuple:
   return absolute, absolute / scale
 
 
-# Measured (3 seeds, 3 rounds, in-process engine): the stacked weights are
-# within 1.2e-7 of the separate runs' (1 ulp of weights of size ~1.5; the
-# batched matmuls and the padded, masked sums round differently), the losses
-# within 4e-7 relative. The tolerances are packing's (tests/test_packing.py),
-# about 10x the measured gap: 3 rounds move the weights 100x further.
+# Batched seeds, measured (3 seeds, 3 rounds, in-process engine): the
+# weights within 1.2e-7 of the separate runs' (1 ulp of weights of size
+# ~1.5; the batched matmuls and the padded, masked sums round differently),
+# the losses within 4e-7 relative. The tolerances are packing's
+# (tests/test_packing.py), about 10x the measured gap: 3 rounds move the
+# weights 100x further. Looped seeds (batched=False) must match bit for bit.
 TOL = 1e-6
 # Float32 TensorFlow against float64 NumPy: test_process's tolerance.
 NUMPY_TOL = 1e-5
@@ -128,9 +129,19 @@ CASES = {
 }
 
 
+def assert_agree(got, want, batched: bool, rel=TOL):
+  """Looped seeds: the same bits; batched: within rel (TOL's note)."""
+  if batched:
+    np.testing.assert_allclose(got, want, rtol=rel, atol=0)
+  else:
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize('batched', [True, False])
 @pytest.mark.parametrize('case', sorted(CASES))
-def test_each_seed_of_a_stacked_run_is_its_separate_run(context, case):
-  seeds = Seeds.build(make_config(**CASES[case]))
+def test_each_seed_of_a_stacked_run_is_its_separate_run(context, case,
+                                                        batched):
+  seeds = Seeds.build(make_config(**CASES[case]), batched=batched)
   sizes = [d.client_sizes for d in seeds.data]
   assert len({tuple(s) for s in sizes}) == len(SEEDS)  # partitions differ
   assert any(len(set(column)) > 1 for column in zip(*sizes))  # padding
@@ -139,20 +150,22 @@ def test_each_seed_of_a_stacked_run_is_its_separate_run(context, case):
   for t, (weights, metrics) in enumerate(got):
     for s, spec in enumerate(seeds.specs):
       want_weights, want_metrics = want[s][t]
-      absolute, _ = gaps(stacking.seed_weights(weights, s), want_weights)
-      assert absolute < TOL, (t, s)
+      got_weights = stacking.seed_weights(weights, s)
+      assert gaps(got_weights, want_weights)[0] < TOL, (t, s)
+      if not batched:
+        for g, w in zip(got_weights, want_weights):
+          np.testing.assert_array_equal(g, w)
       assert gaps(want_weights, spec.initial_weights)[0] > 100 * TOL
-      assert float(metrics['local_loss'][s]) == pytest.approx(
-          float(want_metrics['local_loss']), rel=TOL)
+      assert_agree(metrics['local_loss'][s], want_metrics['local_loss'],
+                   batched)
       assert ('start' in metrics) == ('start' in want_metrics)
       for name, value in want_metrics.get('start', {}).items():
-        assert float(metrics['start'][name][s]) == pytest.approx(
-            float(value), rel=TOL), name
+        assert_agree(metrics['start'][name][s], value, batched)
 
 
-def test_evaluate_gives_each_seeds_evaluation(context):
-  config = make_config()
-  seeds = Seeds.build(config)
+@pytest.mark.parametrize('batched', [True, False])
+def test_evaluate_gives_each_seeds_evaluation(context, batched):
+  seeds = Seeds.build(make_config(), batched=batched)
   weights = stacked_run(seeds, rounds=1)[-1][0]
   values = [seeds.all_clients(s) for s in range(len(SEEDS))]
   got = seeds.stacked.evaluate(weights, stacking.stack_clients(values))
@@ -163,12 +176,12 @@ def test_evaluate_gives_each_seeds_evaluation(context):
     want = proc.evaluate(stacking.seed_weights(weights, s), values[s])
     assert float(got['num_examples'][s]) == sum(data.client_sizes)
     for name in ('loss_sum', 'correct', 'num_examples'):
-      assert float(got[name][s]) == pytest.approx(float(want[name]),
-                                                  rel=TOL), name
+      assert_agree(got[name][s], want[name], batched)
 
 
-def test_a_diverged_seed_leaves_the_others_bit_identical(context):
-  seeds = Seeds.build(make_config(algorithm='local_sgd'))
+@pytest.mark.parametrize('batched', [True, False])
+def test_a_diverged_seed_leaves_the_others_bit_identical(context, batched):
+  seeds = Seeds.build(make_config(algorithm='local_sgd'), batched=batched)
   clean = stacked_run(seeds)
   poisoned = [w.copy() for w in seeds.stacked.spec.initial_weights]
   poisoned[1][1, 0, 0] = np.nan  # seed 1's W_1: one entry
@@ -185,12 +198,13 @@ def test_a_diverged_seed_leaves_the_others_bit_identical(context):
     assert np.isnan(got_metrics['local_loss'][1])
 
 
-def test_one_round_is_each_seeds_weighted_average_in_numpy(context):
+@pytest.mark.parametrize('batched', [True, False])
+def test_one_round_is_each_seeds_weighted_average_in_numpy(context, batched):
   """w_s^1 = w_s^0 + server_lr sum_i p_{s,i} Delta_{s,i}, p_{s,i} = n_{s,i}
   / sum_{j in S_1^s} n_{s,j}, in float64 NumPy (numpy_reference), per seed."""
   config = make_config(algorithm='local_gd', server_lr=0.7, client_lr=0.2,
                        clients_per_round=3)
-  seeds = Seeds.build(config)
+  seeds = Seeds.build(config, batched=batched)
   (weights, _), = stacked_run(seeds, rounds=1)
   totals = set()
   for s, spec in enumerate(seeds.specs):

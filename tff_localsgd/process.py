@@ -83,8 +83,9 @@ def client_data(x, y, seed, round_num, client_id, num_clients):
       seed=np.array([seed, round_num * num_clients + client_id], np.int64))
 
 
-def _initialize(spec):
-  """The `initialize` computation of the process."""
+def initialize_computation(spec):
+  """The `initialize` computation of the process (spec.initial_weights:
+  stacked [S, ...] for stacking.py)."""
   initial = tuple(spec.initial_weights)
 
   @tff.tensorflow.computation
@@ -181,7 +182,7 @@ class LocalSGDProcess:
     self.evaluate = _evaluate(spec, config.loss, self.weights_type,
                               self.client_data_type)
     self.iterative_process = tff.templates.IterativeProcess(
-        _initialize(spec), self.round_with())
+        initialize_computation(spec), self.round_with())
 
   def with_initial(self, spec: models.ModelSpec) -> 'LocalSGDProcess':
     """This process for spec's initial weights w^0, of the same shapes: only
@@ -189,7 +190,7 @@ class LocalSGDProcess:
     other = copy.copy(self)
     other.spec = spec
     other.iterative_process = tff.templates.IterativeProcess(
-        _initialize(spec), self.iterative_process.next)
+        initialize_computation(spec), self.iterative_process.next)
     return other
 
   def local_work(self, weights, data, measure=None):

@@ -41,6 +41,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_localsgd import config as config_lib
+from tff_localsgd import local_update
 from tff_localsgd import models
 from tff_localsgd import packing
 from tff_localsgd import process
@@ -128,9 +129,9 @@ def seed_weights(weights, s: int) -> tuple:
   return tuple(np.asarray(w)[s] for w in weights)
 
 
-def _per_seed(values, total):
-  """values [S, ...] / total [S], each seed by its own total."""
-  return values / tf.reshape(total, [-1] + [1] * (values.shape.rank - 1))
+def _seed_axis(values, like):
+  """values [S], shaped to broadcast over like [S, ...] seed by seed."""
+  return tf.reshape(values, [-1] + [1] * (like.shape.rank - 1))
 
 
 class StackedProcess:
@@ -138,11 +139,17 @@ class StackedProcess:
 
   specs: each seed's ModelSpec (build_model with that seed); config: the
   shared configuration (its seed unused: the seeds enter through specs and
-  the client values' minibatch seeds).
+  the client values' minibatch seeds). batched: every matmul batched over
+  the seeds (packing's steps, padding masked); else the client runs each
+  seed's local_update on its own rows, one seed after another in the same
+  graph: the ops of the separate runs, so the same bits
+  (tests/test_stacking.py).
   """
 
-  def __init__(self, specs, config, input_shape, output_dim: int):
+  def __init__(self, specs, config, input_shape, output_dim: int,
+               batched: bool = True):
     check(config)
+    self.batched = batched
     self.spec, self.config = stacked_spec(specs), config
     self.num_seeds = len(specs)
     self.weights_type = process.weights_type(self.spec.initial_weights)
@@ -151,51 +158,65 @@ class StackedProcess:
                             config.eval_every == 1)
     self.evaluate = self._evaluate()
     self.iterative_process = tff.templates.IterativeProcess(
-        self._initialize(), self._round())
+        process.initialize_computation(self.spec), self._round())
+
+  def _seed(self, weights, data, s: int) -> tuple:
+    """Seed s's (w_s, x, y, minibatch seed), its padding cut off."""
+    n = data['num_examples'][s]
+    return (tuple(w[s] for w in weights), data['x'][s, :n],
+            data['y'][s, :n], data['seed'][s])
 
   def sums(self, weights, data):
     """Each seed's evaluation sums at its w_s: float32[S] each."""
-    mask = packing.example_mask(data['num_examples'], tf.shape(data['x'])[1])
-    sums = process.evaluation_sums(self.spec, self.config.loss, weights,
-                                   data['x'], data['y'], mask)
+    if self.batched:
+      mask = packing.example_mask(data['num_examples'],
+                                  tf.shape(data['x'])[1])
+      sums = process.evaluation_sums(self.spec, self.config.loss, weights,
+                                     data['x'], data['y'], mask)
+    else:
+      each = [process.evaluation_sums(self.spec, self.config.loss,
+                                      *self._seed(weights, data, s)[:3])
+              for s in range(self.num_seeds)]
+      sums = {name: tf.stack([e[name] for e in each]) for name in each[0]}
     # The round's sum over clients needs the static [S].
     return collections.OrderedDict(
         (name, tf.ensure_shape(v, [self.num_seeds]))
         for name, v in sums.items())
 
+  def _local_steps(self, weights, data) -> tuple:
+    """(Delta_s stacked [S, ...] per trainable layer, f_s [S]): the K local
+    steps of every seed, batched (packing) or one seed after another
+    (local_update, on the seed's own unpadded data)."""
+    spec, config = self.spec, self.config
+    step_args = dict(lr=config.lr, local_steps=config.local_steps,
+                     batch_size=config.batch_size,
+                     full_batch=config.algorithm == 'local_gd',
+                     jit=config.jit)
+    if self.batched:
+      local, last_loss = packing.pack_local_steps(
+          spec, config.loss, weights, data,
+          start=list(spec.trainable(weights)), **step_args)
+      return ([w - w0 for w, w0 in zip(local, spec.trainable(weights))],
+              last_loss)
+    each = [local_update.local_steps_update(
+        spec, config.loss, *self._seed(weights, data, s), **step_args)
+            for s in range(self.num_seeds)]
+    return ([tf.stack(layer) for layer in zip(*(d for d, _ in each))],
+            tf.stack([loss for _, loss in each]))
+
   def local_work(self, weights, data):
     """(w^t [S, ...], stacked client) -> <n Delta [S, ...], n [S],
     n f [S] (the last local loss), start (sums at w_s^t)>."""
-    spec, config = self.spec, self.config
-    local, last_loss = packing.pack_local_steps(
-        spec, config.loss, weights, data, lr=config.lr,
-        local_steps=config.local_steps, batch_size=config.batch_size,
-        full_batch=config.algorithm == 'local_gd', jit=config.jit,
-        start=list(spec.trainable(weights)))
+    delta, last_loss = self._local_steps(weights, data)
     n = tf.ensure_shape(tf.cast(data['num_examples'], tf.float32),
                         [self.num_seeds])
     out = collections.OrderedDict(
         # As process.py's d * n, per seed: n_s broadcast over its weights.
-        weighted_delta=tuple(
-            (w - w0) * tf.reshape(n, [-1] + [1] * (w0.shape.rank - 1))
-            for w, w0 in zip(local, spec.trainable(weights))),
+        weighted_delta=tuple(d * _seed_axis(n, d) for d in delta),
         num_examples=n, local_loss=last_loss * n)
     if self.evaluates_start:
       out['start'] = self.sums(weights, data)
     return out
-
-  def _initialize(self):
-    initial = self.spec.initial_weights
-
-    @tff.tensorflow.computation
-    def initial_weights():
-      return tuple(tf.constant(w) for w in initial)
-
-    @tff.federated_computation
-    def initialize():
-      """( -> weights@SERVER): each seed's w^0, stacked."""
-      return tff.federated_eval(initial_weights, tff.SERVER)
-    return initialize
 
   def _round(self):
     """(<weights@SERVER, {Stacked}@CLIENTS> -> <weights@SERVER, metrics@SERVER>)"""
@@ -210,8 +231,8 @@ class StackedProcess:
     @tff.tensorflow.computation(self.weights_type, sums_type)
     def server_update(weights, sums):
       """w_s + server_lr * (sum_j n Delta)_s / (sum_j n)_s, trainable layers."""
-      delta = [_per_seed(s, sums['num_examples'])
-               for s in sums['weighted_delta']]
+      total = sums['num_examples']
+      delta = [s / _seed_axis(total, s) for s in sums['weighted_delta']]
       return spec.with_trainable(weights, [
           w + server_lr * d for w, d in zip(spec.trainable(weights), delta)])
 
