@@ -12,9 +12,12 @@ a pack is (packing.pack_clients):
 row s holding seed s's client i_{s,j} (its cohort S_t^s and its partition
 are its own, so its n_{s,j} too) and that client's minibatch seed
 (s, t * N + i_{s,j}), process.client_data's. The client runs the K local
-steps of all S seeds at once from their own w_s^t (packing.pack_local_steps:
-every matmul batched over S) and returns, per seed, n_{s,j} Delta_{s,j} and
-n_{s,j}; the server sums them over the cohort and divides per seed:
+steps of all S seeds from their own w_s^t, in one graph: each seed's own
+local_update on its unpadded rows (the default: the bits of S separate
+runs), or batched (packing.pack_local_steps: every matmul batched over S;
+within 1e-6 of them); see StackedProcess. It returns, per seed,
+n_{s,j} Delta_{s,j} and n_{s,j}; the server sums them over the cohort and
+divides per seed:
 
     w_s^{t+1} = w_s^t + server_lr * sum_j n_{s,j} Delta_{s,j} / sum_j n_{s,j}
               = w_s^t + server_lr * sum_{i in S_t^s} p_{s,i} Delta_{s,i},
@@ -143,11 +146,14 @@ class StackedProcess:
   the seeds (packing's steps, padding masked); else the client runs each
   seed's local_update on its own rows, one seed after another in the same
   graph: the ops of the separate runs, so the same bits
-  (tests/test_stacking.py).
+  (tests/test_stacking.py). Looped is the default: on the 2-core CPU it
+  was the faster of the two at every width measured (reports/perf/STACK.md,
+  where batched lost to S separate runs); batched is for a device whose
+  16-row matmuls leave it idle (a GPU: not measured here).
   """
 
   def __init__(self, specs, config, input_shape, output_dim: int,
-               batched: bool = True):
+               batched: bool = False):
     check(config)
     self.batched = batched
     self.spec, self.config = stacked_spec(specs), config
