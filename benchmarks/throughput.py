@@ -19,6 +19,12 @@ untimed warm-up round (tracing, compilation) and reports their median;
                                tff.learning.models.from_keras_model, tf.data
   stock_functional             the same with functional_model_from_keras and
                                LoopImplementation.DATASET_ITERATOR
+  inprocess_stacked            --stack seeds (--seed, --seed + 1, ...) of the
+                               cell in one round (stacking.py), in-process,
+                               every matmul batched over the seeds; its
+                               time is per trial: the round's / S
+  inprocess_stacked_looped     the same, each seed's own ops in the round's
+                               graph (stacking.py's batched=False)
   plain_tf                     no TFF: the clients' weights stacked [N, ...],
                                one tf.function per round (batched matmuls)
   plain_tf_clients             no TFF: each client's own matmuls, all clients
@@ -60,13 +66,17 @@ from tff_localsgd import engines
 from tff_localsgd import models
 from tff_localsgd import process
 from tff_localsgd import recorders
+from tff_localsgd import stacking
 from tff_localsgd.sweep import grid as sweep
 from tff_localsgd.engines import native
 
 SETTINGS = ('native', 'native_packed', 'inprocess', 'inprocess_packed',
-            'inprocess_packed_jit', 'stock_keras', 'stock_functional',
+            'inprocess_packed_jit', 'inprocess_stacked',
+            'inprocess_stacked_looped', 'stock_keras', 'stock_functional',
             'plain_tf', 'plain_tf_clients')
 OURS = ('native', 'inprocess')  # setting prefixes of our LocalSGDProcess
+# S trials a round, not one trial's round: compared with inprocess.
+STACKED = ('inprocess_stacked', 'inprocess_stacked_looped')
 PLAIN = ('plain_tf', 'plain_tf_clients')
 
 GRID_KEYS = ('width', 'num_clients', 'local_steps')  # m, N, K
@@ -85,6 +95,8 @@ flags.DEFINE_bool('large', False, 'also width 16384')
 flags.DEFINE_list('rows', [], 'm:N:K triples to measure instead of the '
                   'product of --grid')
 flags.DEFINE_list('settings', list(SETTINGS), 'settings to compare')
+flags.DEFINE_integer('stack', 4, 'S: the seeds the inprocess_stacked '
+                     'settings train in one round')
 flags.DEFINE_integer('examples_per_client', 100, 'n_i')
 flags.DEFINE_float('budget_s', 20.0, 'skip cells whose round would take '
                    'longer than this at the measured peak')
@@ -186,6 +198,27 @@ def _library_round(config, data):
     if 'weights' not in state:
       state['weights'] = proc.initialize()
     state['weights'], _ = proc.next(state['weights'], proc.pack(values))
+  return round_fn, engines.engine(config)
+
+
+def _stacked_round(config, num_seeds: int, batched: bool):
+  """S seeds of config (--seed + s) stacked: a round function, a context."""
+  configs = [dataclasses.replace(config, seed=config.seed + s)
+             for s in range(num_seeds)]
+  data = [data_lib.load_federated_data(c) for c in configs]
+  specs = [models.build_model(c, d.input_shape, d.output_dim)
+           for c, d in zip(configs, data)]
+  proc = stacking.StackedProcess(specs, config, data[0].input_shape,
+                                 data[0].output_dim, batched)
+  clients = stacking.StackedClients([c.seed for c in configs], data,
+                                    config.num_clients)
+  every = [range(config.num_clients)] * num_seeds
+  state = {}
+
+  def round_fn(t):
+    if 'weights' not in state:
+      state['weights'] = proc.initialize()
+    state['weights'], _ = proc.next(state['weights'], clients.cohort(every, t))
   return round_fn, engines.engine(config)
 
 
@@ -307,7 +340,11 @@ def run_cell(cell) -> dict:
   config = _config(cell)
   data = data_lib.load_federated_data(config)
   setting = cell['setting']
-  if setting.startswith(OURS):
+  trials = cell['trials_per_round']
+  if setting in STACKED:
+    round_fn, context = _stacked_round(config, trials,
+                                       batched=setting == STACKED[0])
+  elif setting.startswith(OURS):
     round_fn, context = _library_round(config, data)
   elif setting.startswith('stock'):
     round_fn, context = _stock_round(config, data,
@@ -319,7 +356,7 @@ def run_cell(cell) -> dict:
                         setting.startswith('inprocess')) else '/CPU:0'
   peak = matmul_peak(device)
   with context:
-    seconds = _time_rounds(round_fn, config.rounds)
+    seconds = _time_rounds(round_fn, config.rounds) / trials
   examples = config.examples_per_round(data.client_sizes)
   flops = round_flops(config, cell['examples_per_client'])
   return dict(cell, seconds_per_round=seconds, rounds_per_s=1 / seconds,
@@ -349,15 +386,16 @@ def _table(results, settings) -> list[str]:
   by = {(*key(r), r['setting']): r for r in results}
   lines = ['| m | N | K | ' + ' | '.join(settings) + ' | best of ours | '
            'best / stock_keras | best / stock_functional | best plain TF | '
-           'best of ours time / best plain TF time |',
-           '|' + '---|' * (len(settings) + 8)]
+           'best of ours time / best plain TF time | ' +
+           ' | '.join(f'{s} / inprocess (per trial)' for s in STACKED) + ' |',
+           '|' + '---|' * (len(settings) + 8 + len(STACKED))]
 
   def ratio(a, b):
     return f'{a / b:.2f}x' if a and b else ''
 
   def fastest(speed, names):
-    return max((s for s in speed if s.startswith(names)), key=speed.get,
-               default='')
+    return max((s for s in speed if s.startswith(names) and s not in STACKED),
+               key=speed.get, default='')
 
   for row in rows:
     cells, speed = [], {}
@@ -374,7 +412,9 @@ def _table(results, settings) -> list[str]:
     lines.append('| ' + ' | '.join(map(str, row)) + ' | ' + ' | '.join(cells + [
         best, ratio(speed.get(best), speed.get('stock_keras')),
         ratio(speed.get(best), speed.get('stock_functional')), plain,
-        ratio(speed.get(plain), speed.get(best))]) + ' |')
+        ratio(speed.get(plain), speed.get(best))] + [
+            ratio(speed.get(s), speed.get('inprocess')) for s in STACKED]) +
+                 ' |')
   return lines
 
 
@@ -425,10 +465,13 @@ def write_report(results, peak: float, config, out: str):
       f'on {platform.processor() or platform.machine()}, '
       f'{os.cpu_count()} cores; one large fp32 matmul at the start: '
       f'{peak:.0f} GFLOP/s. Each cell: seconds per round (median of '
-      f'{config.rounds} after a warm-up) and, in brackets, the achieved '
+      f'{config.rounds} after a warm-up; {" and ".join(STACKED)}: per '
+      f'trial, a round of {FLAGS.stack} seeds / {FLAGS.stack}) and, in '
+      'brackets, the achieved '
       'GFLOP/s as a fraction of the matmul peak measured in that cell\'s own '
       f'process. The workload: {_workload(config)}. Ratios are of rounds/s '
-      '(the last: of seconds per round), measured in the same run.',
+      '(best of ours time / best plain TF time: of seconds per round), '
+      'measured in the same run.',
       ''] + _table(results, FLAGS.settings) + [
           '', f'![GFLOP/s fraction]({os.path.basename(base)}.png)', '',
           'Peak RSS (GB, this process and its TFF worker) per cell is in '
@@ -475,13 +518,18 @@ def _cells(rows, config) -> list:
   if unknown:
     flag_defs.exit_bad_input(f'--settings: unknown {unknown}; choose from '
                              f'{", ".join(SETTINGS)}')
+  if FLAGS.stack < 1:
+    flag_defs.exit_bad_input(f'--stack: must be >= 1, got {FLAGS.stack}')
   cells = [dict(setting=setting, width=width, num_clients=n_clients,
                 local_steps=k, examples_per_client=FLAGS.examples_per_client,
+                trials_per_round=FLAGS.stack if setting in STACKED else 1,
                 config=dataclasses.asdict(config))
            for width, n_clients, k in rows for setting in FLAGS.settings]
   try:
     for cell in cells:
-      _config(cell)
+      cell_config = _config(cell)
+      if cell['setting'] in STACKED:
+        stacking.check(cell_config)
   except config_lib.ConfigError as e:
     flag_defs.exit_bad_input(str(e))
   return cells

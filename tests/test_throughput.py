@@ -71,3 +71,17 @@ def test_flags_a_cell_sets_are_refused():
   assert result.stderr.strip().splitlines() == [
       'error: --width: each cell sets it (--rows or --grid, '
       '--examples_per_client, --settings)']
+
+
+@pytest.mark.parametrize('flag,message', [
+    ('--stack=0', 'error: --stack: must be >= 1, got 0'),
+    ('--diag_every=2', 'error: --diag_every: the diagnostics measure one '
+     'model; stacked seeds train without them (--diag_every=0)'),
+])
+def test_what_the_stacked_setting_cannot_run_is_refused(flag, message):
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.throughput', flag, '--rows=64:4:5',
+       '--settings=inprocess,inprocess_stacked'],
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [message]

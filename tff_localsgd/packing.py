@@ -94,11 +94,13 @@ def stack(tensor, pack_size):
 
 def pack_local_steps(spec, loss: str, weights, data, *, lr: float,
                      local_steps: int, batch_size: int, full_batch: bool,
-                     jit: bool = False):
+                     jit: bool = False, start=None):
   """K local steps of every client of a pack, from the broadcast `weights`.
 
   Returns (w_i^{t,K} trainable, stacked [P, ...]; the loss f_i of step K - 1,
-  float32[P]), local_update.local_steps_update for every member.
+  float32[P]), local_update.local_steps_update for every member. `start`:
+  the trainable weights each member starts from, already stacked [P, ...]
+  (stacking.py: a seed's own w_s^t); by default the broadcast ones.
   """
   x, y = data['x'], data['y']
   num_examples, seeds = data['num_examples'], data['seed']
@@ -115,7 +117,8 @@ def pack_local_steps(spec, loss: str, weights, data, *, lr: float,
     return descend(weights, trainable, tf.gather(x, batch, batch_dims=1),
                    tf.gather(y, batch, batch_dims=1), None)
 
-  start = [stack(w, pack_size) for w in spec.trainable(weights)]
+  if start is None:
+    start = [stack(w, pack_size) for w in spec.trainable(weights)]
   return local_update.run_steps(step, start, local_steps,
                                 tf.zeros([pack_size]))
 

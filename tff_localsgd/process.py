@@ -83,8 +83,9 @@ def client_data(x, y, seed, round_num, client_id, num_clients):
       seed=np.array([seed, round_num * num_clients + client_id], np.int64))
 
 
-def _initialize(spec):
-  """The `initialize` computation of the process."""
+def initialize_computation(spec):
+  """The `initialize` computation of the process (spec.initial_weights:
+  stacked [S, ...] for stacking.py)."""
   initial = tuple(spec.initial_weights)
 
   @tff.tensorflow.computation
@@ -117,17 +118,26 @@ def _server_update(spec, server_lr, w_type):
   return server_update
 
 
-def evaluation_sums(spec, loss, weights, x, y):
+def evaluation_sums(spec, loss, weights, x, y, mask=None):
   """One client's <loss_sum, correct, num_examples> at w: sum_j l(f(w; x_j),
   y_j), the correct argmax predictions, n_i. Summed over clients, F(w) =
-  loss_sum / num_examples (and the accuracy likewise)."""
+  loss_sum / num_examples (and the accuracy likewise).
+
+  With `mask` [S, n_max] (stacking.py: x [S, n_max, ...], weights [S, ...],
+  padding marked 0) each is float32[S], the sums over the real examples.
+  """
   logits = models.forward(spec.layers, weights, x)
   per_example = models.loss_fn(loss, logits, y)
-  hits = tf.equal(tf.argmax(logits, -1), tf.argmax(y, -1))
+  hits = tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(y, -1)),
+                 tf.float32)
+  if mask is None:
+    return collections.OrderedDict(
+        loss_sum=tf.reduce_sum(per_example), correct=tf.reduce_sum(hits),
+        num_examples=tf.cast(tf.shape(x)[0], tf.float32))
   return collections.OrderedDict(
-      loss_sum=tf.reduce_sum(per_example),
-      correct=tf.reduce_sum(tf.cast(hits, tf.float32)),
-      num_examples=tf.cast(tf.shape(x)[0], tf.float32))
+      loss_sum=tf.reduce_sum(per_example * mask, axis=-1),
+      correct=tf.reduce_sum(hits * mask, axis=-1),
+      num_examples=tf.reduce_sum(mask, axis=-1))
 
 
 def _evaluate(spec, loss, w_type, d_type):
@@ -172,7 +182,7 @@ class LocalSGDProcess:
     self.evaluate = _evaluate(spec, config.loss, self.weights_type,
                               self.client_data_type)
     self.iterative_process = tff.templates.IterativeProcess(
-        _initialize(spec), self.round_with())
+        initialize_computation(spec), self.round_with())
 
   def with_initial(self, spec: models.ModelSpec) -> 'LocalSGDProcess':
     """This process for spec's initial weights w^0, of the same shapes: only
@@ -180,7 +190,7 @@ class LocalSGDProcess:
     other = copy.copy(self)
     other.spec = spec
     other.iterative_process = tff.templates.IterativeProcess(
-        _initialize(spec), self.iterative_process.next)
+        initialize_computation(spec), self.iterative_process.next)
     return other
 
   def local_work(self, weights, data, measure=None):
