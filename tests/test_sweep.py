@@ -332,17 +332,37 @@ def test_sweeps_share_trial_processes_costliest_first(tmp_path,
   assert all(r.status == 'completed' for r in got_small + got_large)
   asked = chaos_launched(launches)
   assert len({pid for pid, _ in asked}) == 2  # two processes ran all five
-  assert asked[-1][1] == small[0].name  # the cheapest last
-  # The costliest first, and a process's next trial is its last one's seed
-  # sibling (whose computations it has): width 32 in one, 16 in the other.
+  # The two costliest first, one per process. Which process then takes
+  # what depends on which finishes first (test_pick_* below: a sibling
+  # goes to the process that has its computations).
   assert {name for _, name in asked[:2]} == {
       'width-32_seed-0', 'width-16_seed-0'}
-  by_pid = {}
-  for pid, name in asked[:4]:
-    by_pid.setdefault(pid, []).append(name.split('_')[0])
-  assert sorted(by_pid.values()) == [['width-16'] * 2, ['width-32'] * 2]
+  assert asked[0][0] != asked[1][0]
   assert sorted(progress) == [(i, 5) for i in range(1, 6)]
   assert (tmp_path / 'a' / small[0].name / 'summary.json').exists()
+
+
+class _Idle:
+  def __init__(self, last_key):
+    self.last_key = last_key
+
+
+def test_pick_gives_a_process_its_last_trials_seed_sibling():
+  trials = grid_lib.expand_grid({'width': ['16', '32']}, [0, 1], tiny_base())
+  small = grid_lib.expand_grid({}, [0], tiny_base(local_steps=1))[0]
+  workers = pool._Pool(sys.executable, None, CHAOS_WORKER)
+  pending = [(trials[3], 'b'), (trials[1], 'b'), (small, 'a')]
+  # Idle after width 16: its sibling, though width 32's comes first.
+  workers.idle = [_Idle(grid_lib.seedless_key(trials[0]))]
+  workers.running = [grid_lib.seedless_key(trials[2])]
+  assert pending[workers.pick(pending)][0].name == 'width-16_seed-1'
+  # Idle after width 32 while width 16 runs: not width 16's sibling (its
+  # process will want it) but the next trial, the cheap one.
+  workers.idle = [_Idle(grid_lib.seedless_key(trials[2]))]
+  workers.running = [grid_lib.seedless_key(trials[0])]
+  assert pending[workers.pick(pending[1:]) + 1][0].name == small.name
+  # Only the running trial's sibling is left: it goes to the idle process.
+  assert workers.pick(pending[1:2]) == 0
 
 
 def test_seedless_key_tells_seed_siblings():
