@@ -9,6 +9,7 @@ import pytest
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import suite
+from tff_localsgd import theory
 from tff_localsgd.sweep import grid
 
 
@@ -104,3 +105,16 @@ def test_every_design_change_names_a_commit_that_changed_the_suite():
         capture_output=True, text=True)
     assert changed.returncode == 0, changed.stderr
     assert 'tff_localsgd/suite.py' in changed.stdout.split()
+
+
+@pytest.mark.parametrize('preset', suite.PRESETS)
+def test_every_minibatch_trial_gets_its_exact_expected_loss(preset):
+  # C8 and a minibatch trial's budget need the expected-loss curve, which
+  # theory.predict computes up to EXPECTED_MAX_POINTS examples.
+  minibatch = [grid.trial_config(t) for _, _, trials in suite.plan(preset)
+               for t in trials]
+  minibatch = [c for c in minibatch if c['dataset'] == 'synthetic' and
+               c['algorithm'] != 'local_gd']
+  assert minibatch
+  assert max(c['num_examples'] for c in minibatch) <= \
+      theory.EXPECTED_MAX_POINTS
