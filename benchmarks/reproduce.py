@@ -71,6 +71,9 @@ def main(argv):
   except config_lib.ConfigError as e:
     flag_defs.exit_bad_input(str(e))
   out = FLAGS.out
+  # Before anything is written: the budgets may rewrite a committed
+  # budgets.json, which would make the tree look dirty.
+  origin = provenance.collect(reproduction.REPO)
   os.makedirs(out, exist_ok=True)
   try:
     steps, found = reproduction.plan_budgets(out, steps)
@@ -87,8 +90,7 @@ def main(argv):
                 'planned_trials': sum(len(t) for _, _, t in steps),
                 'epsilon': suite_lib.epsilon(FLAGS.preset),
                 'parallel': FLAGS.parallel, 'trial_s': {}, 'phases_s': {}}
-  recorders.write_json(os.path.join(out, 'provenance.json'),
-                       provenance.collect(reproduction.REPO))
+  recorders.write_json(os.path.join(out, 'provenance.json'), origin)
   reproduction.run_suite(out, steps, suite_info, FLAGS.parallel,
                          FLAGS.trial_timeout_s)
   result = reproduction.check_widest(out, FLAGS.preset, steps)
