@@ -140,10 +140,14 @@ def _with_rounds(trial: grid.Trial, rounds: int) -> grid.Trial:
   return dataclasses.replace(trial, flags=flags)
 
 
+def _config(trial: grid.Trial) -> config_lib.ExperimentConfig:
+  return config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
+
+
 def check_data(trial: grid.Trial, where: str):
   """The trial's data and partition, without its model: ConfigError names
   the trial if a client would be empty or hold < MIN_CLIENT_EXAMPLES."""
-  config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
+  config = _config(trial)
   with _naming(trial, where):
     data = data_lib.load_federated_data(config)
   _check_sizes(data.client_sizes, trial, where)
@@ -175,7 +179,7 @@ def _setup(trial: grid.Trial, where: str) -> training.Setup:
   """The trial built up to its prediction; ConfigError names the trial.
   The lockstep memory check is left to the trial: the plan reports the
   footprint instead, for this machine and for the stated GPU."""
-  config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
+  config = _config(trial)
   with _naming(trial, where):
     setup = training.Setup.prepare(config, check_memory=False)
   _check_sizes(setup.data.client_sizes, trial, where)
@@ -201,17 +205,17 @@ def _rounds(setup, factor):
 def budget(trial: grid.Trial, factor: float, where: str) -> Budget:
   """The trial's Budget (module doc). factor <= 0 keeps its rounds; data
   this machine does not have (MNIST, CIFAR-10 offline) keeps them too."""
-  config = config_lib.ExperimentConfig.from_dict(grid.trial_config(trial))
   try:
     setup = _setup(trial, where)
   except data_lib.DataUnavailableError as e:
+    config = _config(trial)
     return Budget(config.rounds, None, f'data not on this machine ({e})'
                   .split('\n')[0], (), 0, 0, None).measured(config)
   rounds, t_pred, why = _rounds(setup, factor)
   spec = setup.spec
   return Budget(rounds, t_pred, why, tuple(setup.data.client_sizes),
                 spec.num_parameters(), spec.num_parameters(trainable_only=True),
-                None).measured(config)
+                None).measured(setup.config)
 
 
 def signature(trial: grid.Trial, factor: float) -> str:
@@ -233,10 +237,8 @@ def _reusable(steps, known: dict) -> dict:
       cached = known.get(key)
       if (cached and cached[0] == signature(trial, spec.budget_factor) and
           'num_parameters' in cached[1]):
-        config = config_lib.ExperimentConfig.from_dict(
-            grid.trial_config(trial))
         found[key] = (cached[0],
-                      Budget.from_dict(cached[1]).measured(config))
+                      Budget.from_dict(cached[1]).measured(_config(trial)))
   return found
 
 

@@ -82,17 +82,14 @@ class StudySpec:
   # rounds = ceil(budget_factor T_pred) per trial (budgets.py); 0: fixed.
   budget_factor: float = 0.0
 
-  _DESIGN = ('grid', 'seeds')  # keys of a paired entry that are not flags
-
   def _entries(self):
     """(label, flags, design) per group: design holds its grid and seeds."""
     for entry in self.paired or ({},):
-      flags = {k: v for k, v in entry.items() if k not in self._DESIGN}
+      flags = {k: v for k, v in entry.items() if k not in ('grid', 'seeds')}
       label = flags.pop('label', None) or '_'.join(
           f'{k}-{v}' for k, v in flags.items()) or 'all'
-      yield label, flags, dict(dict(grid=self.grid, seeds=self.seeds),
-                               **{k: entry[k] for k in self._DESIGN
-                                  if k in entry})
+      yield label, flags, dict(grid=entry.get('grid', self.grid),
+                               seeds=entry.get('seeds', self.seeds))
 
   def groups(self) -> list:
     """[(label, flags)]: one sub-sweep per paired entry (or one in all)."""
