@@ -170,12 +170,14 @@ def test_runs_differing_only_in_seed_share_computations_bit_for_bit(
     tmp_path, monkeypatch, engine):
   # A trial worker's next trial of the same config with another seed reuses
   # the computations (traced, and compiled in-process, once); its run must
-  # be the one it has alone. Diagnostics (lockstep and measured rounds) on.
+  # be the one it has alone, with a budget of its own (a suite's seeds have
+  # theirs). Diagnostics (lockstep and measured rounds) on.
   base = config_lib.ExperimentConfig(
       num_examples=48, input_dim=6, num_clients=3, width=32, batch_size=4,
       local_steps=2, rounds=4, diag_every=2, probe_size=8, engine=engine,
       root_dir=str(tmp_path))
-  configs = [dataclasses.replace(base, seed=seed, experiment=f'seed-{seed}')
+  configs = [dataclasses.replace(base, seed=seed, rounds=4 + seed,
+                                 experiment=f'seed-{seed}')
              for seed in (0, 1)]
   configs.append(dataclasses.replace(configs[1], experiment='alone'))
   monkeypatch.setattr(training, '_shared', type(training._shared)())

@@ -118,9 +118,12 @@ class ExperimentConfig:
     return cls(**values)
 
   def seedless(self) -> 'ExperimentConfig':
-    """This config with its seed and output place cleared: equal for runs
-    that differ only in their seed, which share their TFF computations."""
-    return dataclasses.replace(self, seed=0, root_dir='', experiment='')
+    """This config with its seed, budget and output place cleared: equal
+    for runs that differ only in those, which share their TFF computations
+    (no computation depends on the rounds; a suite's seeds get budgets of
+    their own, budgets.py)."""
+    return dataclasses.replace(self, seed=0, rounds=0, root_dir='',
+                               experiment='')
 
   def validate(self) -> 'ExperimentConfig':
     """Returns self, or raises ConfigError naming the first bad field."""
