@@ -529,7 +529,7 @@ def _cells(rows, config) -> list:
     for cell in cells:
       cell_config = _config(cell)
       if cell['setting'] in STACKED:
-        stacking.check(cell_config)
+        cell_config.check_stackable()
   except config_lib.ConfigError as e:
     flag_defs.exit_bad_input(str(e))
   return cells

@@ -225,7 +225,7 @@ def test_one_round_is_each_seeds_weighted_average_in_numpy(context, batched):
 def test_what_stacking_cannot_run_is_refused_naming_its_flag(field, value):
   config = dataclasses.replace(make_config(), **{field: value})
   with pytest.raises(config_lib.ConfigError) as info:
-    stacking.check(config)
+    config.check_stackable()
   assert info.value.field == field
 
 
@@ -233,7 +233,7 @@ def test_the_cnn_is_refused():
   config = config_lib.ExperimentConfig(dataset='digits', model='cnn',
                                        loss='xent').validate()
   with pytest.raises(config_lib.ConfigError) as info:
-    stacking.check(config)
+    config.check_stackable()
   assert info.value.field == 'model'
 
 

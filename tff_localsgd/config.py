@@ -125,6 +125,24 @@ class ExperimentConfig:
     return dataclasses.replace(self, seed=0, rounds=0, root_dir='',
                                experiment='')
 
+  def check_stackable(self) -> 'ExperimentConfig':
+    """Returns self, or raises ConfigError naming the first field that keeps
+    this run out of a stack (stacking.py: S seeds as one computation)."""
+    for name in ('diag_every', 'ntk_every'):
+      if getattr(self, name):
+        raise ConfigError(
+            name, 'the diagnostics measure one model; stacked seeds train '
+            f'without them (--{name}=0)')
+    if self.clients_per_pack != 1:
+      raise ConfigError(
+          'clients_per_pack', 'stacked seeds take the leading axis a pack '
+          'would; --clients_per_pack=1')
+    if self.model != 'mlp':
+      raise ConfigError(
+          'model', 'conv layers do not batch over a stack of seeds: '
+          '--model=mlp')
+    return self
+
   def validate(self) -> 'ExperimentConfig':
     """Returns self, or raises ConfigError naming the first bad field."""
     self._validate_values()

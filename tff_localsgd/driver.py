@@ -112,3 +112,14 @@ def train(config, *, overwrite=False, stop=None,
                summary['final'].get('train/loss'), summary['wall_time_s'],
                run_dir.path)
   return Outcome(results.exit_code(summary['status']), summary, run_dir.path)
+
+
+def train_stack(configs, *, overwrite=False, stop=None,
+                startup_s: float = 0.0) -> list:
+  """train() for S configs that differ only in seed, budget and run
+  directory (ExperimentConfig.seedless equal; each check_stackable): their
+  Outcomes, in order. (Placeholder: one after another; the stacked
+  computation comes next.)"""
+  return [train(config, overwrite=overwrite, stop=stop,
+                startup_s=startup_s if i == 0 else 0.0)
+          for i, config in enumerate(configs)]

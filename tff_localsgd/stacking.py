@@ -32,7 +32,7 @@ round evaluated).
 StackedClients makes the client values round after round, each stacked
 client's x and y padded once.
 
-Refused (check): the diagnostics (they measure one model), packs (the
+Refused (ExperimentConfig.check_stackable): the diagnostics (they measure one model), packs (the
 leading axis is the seed's), and the cnn (conv layers do not batch over a
 stack of filters).
 """
@@ -43,27 +43,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_localsgd import config as config_lib
 from tff_localsgd import local_update
 from tff_localsgd import models
 from tff_localsgd import packing
 from tff_localsgd import process
-
-
-def check(config) -> None:
-  """Raises ConfigError naming the first field stacking cannot run."""
-  for name in ('diag_every', 'ntk_every'):
-    if getattr(config, name):
-      raise config_lib.ConfigError(
-          name, 'the diagnostics measure one model; stacked seeds train '
-          f'without them (--{name}=0)')
-  if config.clients_per_pack != 1:
-    raise config_lib.ConfigError(
-        'clients_per_pack', 'stacked seeds take the leading axis a pack '
-        'would; --clients_per_pack=1')
-  if config.model != 'mlp':
-    raise config_lib.ConfigError(
-        'model', 'conv layers do not batch over a stack of seeds: --model=mlp')
 
 
 def stacked_spec(specs) -> models.ModelSpec:
@@ -154,7 +137,7 @@ class StackedProcess:
 
   def __init__(self, specs, config, input_shape, output_dim: int,
                batched: bool = False):
-    check(config)
+    config.check_stackable()
     self.batched = batched
     self.spec, self.config = stacked_spec(specs), config
     self.num_seeds = len(specs)
