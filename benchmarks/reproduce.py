@@ -10,8 +10,8 @@ Each group of each experiment (tff_localsgd/suite.py) is a sweep under
 <out>/<experiment>/<group>/<trial>/; all of them run together in --parallel
 long-lived trial processes (pool.run_sweeps), the costliest trials first
 (trial_cost), so no slot idles between groups; up to --stack seeds of one
-group's setting train as one stacked computation (the same bits). Rerunning the same command
-resumes: finished trials are skipped. Then one trial is rerun in a fresh
+group's setting train as one stacked computation (the same bits).
+Rerunning the same command resumes: finished trials are skipped. Then one trial is rerun in a fresh
 process to check that its final weights are bit-identical, and
 <out>/REPORT.md is written (benchmarks.report). suite.json records the
 suite's wall time, its core-seconds (wall time x --parallel: what it held)
@@ -98,7 +98,8 @@ def main(argv):
   suite_info = {'preset': FLAGS.preset,
                 'planned_trials': sum(len(t) for _, _, t in steps),
                 'epsilon': suite_lib.epsilon(FLAGS.preset),
-                'parallel': FLAGS.parallel, 'trial_s': {}, 'phases_s': {}}
+                'parallel': FLAGS.parallel, 'stack': FLAGS.stack,
+                'trial_s': {}, 'phases_s': {}}
   recorders.write_json(os.path.join(out, 'provenance.json'), origin)
   reproduction.run_suite(out, steps, suite_info, FLAGS.parallel,
                          FLAGS.trial_timeout_s, FLAGS.stack)

@@ -322,6 +322,27 @@ def test_resume_in_trial_workers_reruns_only_unfinished_trials(
   assert all(r.status == 'completed' for r in results)
 
 
+def test_resume_stacks_only_the_trials_left(demo, tmp_path, monkeypatch):
+  sweep_dir = tmp_path / 'demo'
+  shutil.copytree(demo[0], sweep_dir)
+  for name in NAMES[1:]:  # width 16's seed 0 is done
+    (sweep_dir / name / 'summary.json').unlink()
+  launches = chaos(monkeypatch, tmp_path)
+  trials = grid_lib.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
+                                [0, 1], tiny_base())
+  got = pool.run_sweep(trials, sweep_dir, worker_module=CHAOS_WORKER,
+                       stack=4)
+  assert [r.skipped for r in got] == [True, False, False, False]
+  assert all(r.status == 'completed' for r in got)
+  assert [name for _, name in chaos_launched(launches)] == NAMES[1:]
+  headers = [(sweep_dir / 'logs' / f'{name}.log').read_text().split('\n')[0]
+             for name in NAMES[1:]]
+  assert headers[0].startswith('# trial 1 of trial process ')  # alone
+  assert headers[1].startswith('# trials 2-3 of trial process ')
+  assert headers[2].startswith('# trained in a stack with ' + ', '.join(
+      NAMES[2:]))
+
+
 def test_sweeps_share_trial_processes_costliest_first(tmp_path,
                                                      monkeypatch):
   launches = chaos(monkeypatch, tmp_path)

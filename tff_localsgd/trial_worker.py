@@ -20,9 +20,10 @@ that log. Exit codes are benchmarks.train's (results.py): 0 completed, 3
 diverged, 2 bad input, 1 an exception, 130 stopped. After a trial, or a
 stack with a member, that neither completed nor diverged the process exits
 with that code, so the sweep runs the next trial in a fresh process and
-nothing a failed trial left behind is reused. SIGINT/SIGTERM during a trial stop it after its
-round with a checkpoint (as benchmarks.train), then the process exits 130;
-between trials they end the process at once. EOF on stdin: exit 0.
+nothing a failed trial left behind is reused. SIGINT/SIGTERM during a trial
+(or a stack) stop it after its round with a checkpoint (as
+benchmarks.train), then the process exits 130; between trials they end the
+process at once. EOF on stdin: exit 0.
 """
 
 import contextlib

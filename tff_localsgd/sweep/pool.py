@@ -68,8 +68,8 @@ class _FreshProcesses:
   def start(self, unit) -> processes.Started:
     return processes.Running(unit, self.python, self.timeout_s)
 
-  def done(self, running, result):
-    del running, result
+  def done(self, running, unit_results):
+    del running, unit_results
 
   def close(self):
     pass

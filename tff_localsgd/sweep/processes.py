@@ -2,10 +2,10 @@
 seed siblings) in: a trial process of its own (`benchmarks.train`, Running;
 one trial) or a long-lived trial worker (`benchmarks.trial_worker`,
 protocol in tff_localsgd/trial_worker.py) that is sent unit after unit
-(Worker, Pooled). Each runs in a process group
-of its own, started through _LAUNCHER: if the sweep process is killed
-outright, the kernel kills its trials (PR_SET_PDEATHSIG), and each trial's
-TFF worker dies with its trial.
+(Worker, Pooled). Each runs in a process group of its own, started
+through _LAUNCHER: if the sweep process is killed outright, the kernel
+kills its trials (PR_SET_PDEATHSIG), and each trial's TFF worker dies with
+its trial.
 """
 
 import dataclasses
