@@ -25,7 +25,7 @@ FLOORS = {
     # TensorFlow and TFF: data, models, the round, the diagnostics, the
     # engines, training (which yields results and writes nothing).
     'compute': ('data', 'models', 'local_update', 'packing', 'process',
-                'stacking',
+                'stacking', 'stacked_training',
                 'diagnostics', 'diagnostic_process', 'theory', 'engines',
                 'engines.inprocess', 'engines.native', 'engines.remote',
                 'second_moment', 'training', 'worker_binary'),

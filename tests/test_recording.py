@@ -23,6 +23,9 @@ class _Rounds:
     self.startup = results.Startup(trace_s=0.25, engine_s=0.5)
     self.rounds, self.diverge_at, self.fail_at = rounds, diverge_at, fail_at
 
+  def others_s(self):
+    return 0.0  # a run of its own: no stack's rounds to give back
+
   def iterate(self, start=None):
     t0 = start[0] + 1 if start else 0
     for t in range(t0, self.rounds + 1):

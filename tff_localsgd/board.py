@@ -25,8 +25,15 @@ TensorFlow is not installed.
 import glob
 import math
 import os
+import time
 
 import numpy as np
+from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.histogram import summary_v2 as histogram_summary
+from tensorboard.plugins.scalar import summary_v2 as scalar_summary
+from tensorboard.plugins.text import summary_v2 as text_summary
+from tensorboard.summary.writer import event_file_writer
 import tensorflow as tf
 
 from tff_localsgd import metrics
@@ -69,11 +76,24 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class TensorBoardRecorder:
-  """Scalars and text summaries in <run dir>/ as TF2 event files."""
+  """Scalars, histograms and text summaries in <run dir>/ as TF2 event
+  files: tensor summaries, as tf.summary writes them, built as protos and
+  written by TensorBoard's own event writer. A round's summaries are no TF
+  ops: tf.summary.scalar cost ~1.4 ms a tag in a trial (cProfile of a
+  60-round trial at m = 1024: 9 ms a round, a quarter of the round)."""
 
   def __init__(self, logdir: str):
-    self._writer = tf.summary.create_file_writer(logdir)
+    self._writer = event_file_writer.EventFileWriter(logdir)
     self._described = set()
+
+  def _write(self, step: int, summaries):
+    """One event of the summaries (summary_pb2.Summary each) at step."""
+    event = event_pb2.Event(wall_time=time.time(), step=step,
+                            summary=summary_pb2.Summary())
+    for summary in summaries:
+      event.summary.value.extend(summary.value)
+    self._writer.add_event(event)
+    self._writer.flush()
 
   @staticmethod
   def truncate_events(logdir: str, keep):
@@ -98,26 +118,25 @@ class TensorBoardRecorder:
     return row.description if row else None
 
   def scalars(self, step: int, values: dict):
-    """Scalars at step; one beyond float32's range is written as +-inf
-    (tf.summary.scalar is float32 and raises on it: a predicted curve of a
-    step past the edge of stability grows that large)."""
-    with self._writer.as_default(step=step):
-      for tag, value in values.items():
-        if abs(value) > FLOAT32_MAX:
-          value = math.copysign(math.inf, value)
-        tf.summary.scalar(tag, value, description=self._description(tag))
-    self._writer.flush()
+    """Scalars at step (float32, as tf.summary.scalar writes them); one
+    beyond float32's range is written as +-inf (a predicted curve of a step
+    past the edge of stability grows that large)."""
+    out = []
+    for tag, value in values.items():
+      if abs(value) > FLOAT32_MAX:
+        value = math.copysign(math.inf, value)
+      out.append(scalar_summary.scalar_pb(
+          tag, np.float32(value), description=self._description(tag)))
+    self._write(step, out)
 
   def histograms(self, step: int, values: dict):
-    with self._writer.as_default(step=step):
-      for tag, value in values.items():
-        tf.summary.histogram(tag, value, description=self._description(tag))
-    self._writer.flush()
+    if values:
+      self._write(step, [histogram_summary.histogram_pb(
+          tag, value, description=self._description(tag))
+                         for tag, value in values.items()])
 
   def text(self, tag: str, markdown: str):
-    with self._writer.as_default(step=0):
-      tf.summary.text(tag, markdown)
-    self._writer.flush()
+    self._write(0, [text_summary.text_pb(tag, markdown)])
 
   def close(self):
     self._writer.close()

@@ -168,6 +168,7 @@ class RecordedRun:
         while True:
           with phases.timed('compute_s'):
             result = next(stream, None)
+          phases.seconds['compute_s'] -= rounds.others_s()
           if result is None:
             break
           last = result

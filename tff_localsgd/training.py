@@ -201,7 +201,71 @@ def _computations(setup):
   return proc, diag
 
 
-class _Round:
+class MeasuredRound:
+  """What a run's rounds do with w^t however the round is computed: when it
+  is measured (every eval_every rounds, the last and diagnostic rounds) and
+  what of it (F(w^t), the test loss, theory/loss, the diagnostics).
+  Subclasses give the evaluation sums: `_sums`."""
+
+  config: config_lib.ExperimentConfig
+  data: data_lib.FederatedData
+  prediction: object  # theory.Prediction or None
+  diag = None  # diagnostic_process.Diagnostics, on diagnostic runs
+
+  def _sums(self, t, weights, test: bool):
+    """The evaluation sums of w^t on the training clients (or the test
+    set): process.evaluation_sums'."""
+    raise NotImplementedError
+
+  def due(self, t) -> bool:
+    return self.diag is not None and self.diag.due(t)
+
+  def measure(self, t, weights, sums=None) -> tuple:
+    """(metrics, histograms) of w^t: F(w^t) on the training (and test)
+    clients (the training clients' from `sums`, if given: the next round's
+    `start`); on diagnostic rounds the averaged model's diagnostics too."""
+    num_classes = self.data.num_classes
+    sums = sums or self._sums(t, weights, test=False)
+    metrics, histograms = _evaluation(sums, num_classes, 'train'), {}
+    if self.data.test_x is not None:
+      metrics.update(_evaluation(self._sums(t, weights, test=True),
+                                 num_classes, 'test'))
+    if self.prediction is not None and self.prediction.curve is not None:
+      metrics[THEORY_PREFIX + 'loss'] = self.prediction.curve[t]
+    if self.due(t):
+      tick = time.perf_counter()
+      model_metrics, histograms = self.diag.measure_model(
+          weights, self.clients.all, t)
+      metrics.update(model_metrics)
+      metrics[TIMING_PREFIX + 'diag_time_s'] = time.perf_counter() - tick
+    return metrics, histograms
+
+  def timed(self, trained, round_time, cohort) -> results.TrainedRound:
+    """The round with its timings: system/round_time_s and the examples
+    per second of its cohort."""
+    return dataclasses.replace(trained, metrics={
+        **trained.metrics, TIMING_PREFIX + 'round_time_s': round_time,
+        TIMING_PREFIX + 'examples_per_s': self.config.examples_per_round(
+            [self.data.client_sizes[i] for i in cohort]) / round_time})
+
+  def others_s(self) -> float:
+    """Seconds of the last round's computing that were other runs' (a
+    stack's member that ran the shared round pays only its share); the
+    recorder subtracts them from this run's compute time."""
+    return 0.0
+
+  def finish(self, result, sums) -> results.RoundResult:
+    """The round with its measurements of w^t, if round t has them: F(w^t)
+    from `sums` (round t+1's start) or an evaluation call."""
+    t, config = result.round, self.config
+    if t % config.eval_every == 0 or t == config.rounds or self.due(t):
+      result = result.measured(*self.measure(t, result.weights, sums))
+    if t == 0 and self.prediction is not None:
+      result = result.measured(theory_scalars(self.prediction), {})
+    return result
+
+
+class _Round(MeasuredRound):
   """The computations of one run, and one round of them at a time."""
 
   def __init__(self, setup, prediction):
@@ -219,28 +283,10 @@ class _Round:
     return [self.proc.iterative_process.next, self.proc.evaluate] + (
         self.diag.in_process() if self.diag else [])
 
-  def due(self, t) -> bool:
-    return self.diag is not None and self.diag.due(t)
-
-  def measure(self, t, weights, sums=None) -> tuple:
-    """(metrics, histograms) of w^t: F(w^t) on the training (and test)
-    clients (the training clients' from `sums`, if given: the next round's
-    `start`); on diagnostic rounds the averaged model's diagnostics too."""
-    num_classes = self.data.num_classes
-    sums = sums or self.proc.evaluate(weights, self.clients.all)
-    metrics, histograms = _evaluation(sums, num_classes, 'train'), {}
-    if self.clients.test:
-      metrics.update(_evaluation(
-          self.proc.evaluate(weights, self.clients.test), num_classes, 'test'))
-    if self.prediction is not None and self.prediction.curve is not None:
-      metrics[THEORY_PREFIX + 'loss'] = self.prediction.curve[t]
-    if self.due(t):
-      tick = time.perf_counter()
-      model_metrics, histograms = self.diag.measure_model(
-          weights, self.clients.all, t)
-      metrics.update(model_metrics)
-      metrics[TIMING_PREFIX + 'diag_time_s'] = time.perf_counter() - tick
-    return metrics, histograms
+  def _sums(self, t, weights, test: bool):
+    del t
+    return self.proc.evaluate(
+        weights, self.clients.test if test else self.clients.all)
 
   def initial(self) -> results.RoundResult:
     """w^0, its measurements to come (finish)."""
@@ -262,30 +308,18 @@ class _Round:
       trained = results.TrainedRound(
           weights, {'train/local_loss': float(out['local_loss'])},
           start=out.get('start'))
-    round_time = time.perf_counter() - tick
-    return dataclasses.replace(trained, metrics={
-        **trained.metrics, TIMING_PREFIX + 'round_time_s': round_time,
-        TIMING_PREFIX + 'examples_per_s': config.examples_per_round(
-            [self.data.client_sizes[i] for i in cohort]) / round_time})
-
-  def finish(self, result, sums) -> results.RoundResult:
-    """The round with its measurements of w^t, if round t has them (every
-    eval_every rounds, the last and diagnostic rounds): F(w^t) from `sums`
-    (round t+1's start) or an evaluation call."""
-    t, config = result.round, self.config
-    if t % config.eval_every == 0 or t == config.rounds or self.due(t):
-      result = result.measured(*self.measure(t, result.weights, sums))
-    if t == 0 and self.prediction is not None:
-      result = result.measured(theory_scalars(self.prediction), {})
-    return result
+    return self.timed(trained, time.perf_counter() - tick, cohort)
 
 
 class Rounds:
   """The rounds of one run, its computations built and its engine up
   (Setup.started); `startup`: the seconds that took (results.Startup)."""
 
-  def __init__(self, one: _Round, startup: results.Startup):
+  def __init__(self, one: MeasuredRound, startup: results.Startup):
     self.one, self.startup = one, startup
+
+  def others_s(self) -> float:
+    return self.one.others_s()
 
   def iterate(self, start=None):
     """Yields RoundResult for round 0 (unless resuming) and rounds 1..T.

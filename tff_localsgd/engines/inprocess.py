@@ -172,6 +172,10 @@ CLIENTS_PER_CALL = 16
 # Read-only client arrays whose tensors a round keeps for the next rounds
 # (the first converted go first): the suite's 4 to 16 clients' x and y.
 HELD_DATA = 64
+# device -> {id(array): (array, tensor)}: the state the last round on the
+# device returned, read-only, and its tensors, which the next round and the
+# evaluations of that state take as they are (no conversion, no copy).
+_HELD_STATE = {}
 
 
 class MapReduceRound:
@@ -208,9 +212,10 @@ class MapReduceRound:
     self._state = _leaves(self.parameter_type[0])
     self._client = _leaves(self.parameter_type[1].member)
     self._calls = {}  # (clients, first, last) -> its concrete function
-    # id(array) -> (array, tensor), for read-only arrays: the state the last
-    # call returned, and clients' data (up to HELD_DATA arrays).
-    self._held_state, self._held_data = {}, collections.OrderedDict()
+    # id(array) -> (array, tensor), for read-only arrays: clients' data (up
+    # to HELD_DATA arrays); the state the last round returned is
+    # _HELD_STATE[device]'s.
+    self._held_data = collections.OrderedDict()
 
   def _body(self, num_clients: int, first: bool, last: bool, *flat):
     """A chunk of the round on flat tensors.
@@ -263,11 +268,14 @@ class MapReduceRound:
       entry = held[id(value)] = (value, tf.convert_to_tensor(value))
     return entry[1]
 
-  def __call__(self, state, clients):
+  def __call__(self, state, clients, returns_state=True):
+    """(state', output) of the round; returns_state=False (an evaluation,
+    whose state' is its state): (None, output), and the state's tensors are
+    left held for the next round."""
     state_type, clients_type = self.parameter_type[0], self.parameter_type[1]
+    held = _HELD_STATE.setdefault(self.device, {})
     with tf.device(self.device):
-      state = [self._tensor(v, self._held_state)
-               for v in _flatten(state, state_type)]
+      state = [self._tensor(v, held) for v in _flatten(state, state_type)]
       carried = []
       for start in range(0, max(len(clients), 1), CLIENTS_PER_CALL):
         chunk = clients[start:start + CLIENTS_PER_CALL]
@@ -281,11 +289,14 @@ class MapReduceRound:
                                   call.captured_inputs)
     while len(self._held_data) > HELD_DATA:
       self._held_data.popitem(last=False)
+    if not returns_state:
+      return None, _unflatten(self.result_type[1], (
+          t.numpy() for t in carried[len(self._state):]))
     arrays = [t.numpy() for t in carried]
-    self._held_state = {}
+    held.clear()
     for array, tensor in zip(arrays, carried[:len(self._state)]):
       array.setflags(write=False)
-      self._held_state[id(array)] = (array, tensor)
+      held[id(array)] = (array, tensor)
     return _unflatten(self.result_type, iter(arrays))
 
 
@@ -352,7 +363,7 @@ class InProcessContext(tff.framework.SyncContext):
     runner = MapReduceRound(as_round, form, self.device)
     if as_round is comp:
       return lambda arg: runner(arg[0], arg[1])
-    return lambda arg: runner(arg[0], arg[1])[1]
+    return lambda arg: runner(arg[0], arg[1], returns_state=False)[1]
 
   def invoke(self, comp, arg):
     runner = self._runner(comp) if arg is not None else None
