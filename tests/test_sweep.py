@@ -180,16 +180,20 @@ def test_parse_grid_errors_name_grid(specs):
 
 
 def test_phase_totals_sum_the_trials_run_now():
-  def result(name, skipped=False, **phases):
+  def result(name, skipped=False, stack=None, **phases):
+    summary = {'phases_s': phases, **({'stack': stack} if stack else {})}
     return records.TrialResult(name, 'completed', skipped=skipped,
-                               summary={'phases_s': phases})
+                               summary=summary)
   totals = records.phase_totals([
       result('a', startup_s=5.0, rounds_s=1.0),
       result('b', startup_s=0.0, rounds_s=2.0),
       result('c', skipped=True, startup_s=9.0, rounds_s=9.0),
-      records.TrialResult('d', 'failed')])
-  assert totals == {'trials': 2, 'processes': 1, 'startup_s': 5.0,
-                    'rounds_s': 3.0}
+      records.TrialResult('d', 'failed'),
+      # A stack that paid a process's start-up shares it.
+      result('e', stack={'index': 0}, startup_s=1.5, rounds_s=1.0),
+      result('f', stack={'index': 1}, startup_s=1.5, rounds_s=1.0)])
+  assert totals == {'trials': 4, 'processes': 2, 'startup_s': 8.0,
+                    'rounds_s': 5.0}
 
 
 # Sweeps of real trials.
@@ -270,9 +274,14 @@ def test_trial_workers_reuse_processes_with_the_same_bits(demo, demo_fresh):
              for d in (sweep_dir, demo_fresh)]
     assert files[0] == files[1] and 'worker.log' in files[0]
   assert len(pids) <= 2  # --parallel=2 processes ran the 4 trials
-  startups = [json.loads((sweep_dir / n / 'summary.json').read_text())[
-      'phases_s']['startup_s'] for n in NAMES]
-  assert sum(s > 0 for s in startups) == len(pids)  # a process's first trial
+  summaries = [json.loads((sweep_dir / n / 'summary.json').read_text())
+               for n in NAMES]
+  # A process's first stack paid its start-up, shared by the stack's seeds.
+  assert all(s['phases_s']['startup_s'] > 0 for s in summaries)
+  assert [s['stack']['index'] for s in summaries] == [0, 1, 0, 1]
+  assert records.phase_totals([records.TrialResult(
+      n, 'completed', summary=s) for n, s in zip(NAMES, summaries)])[
+          'processes'] == len(pids)
 
 
 def test_resume_reruns_only_unfinished_trials(demo, tmp_path):
