@@ -9,8 +9,9 @@
 Each group of each experiment (tff_localsgd/suite.py) is a sweep under
 <out>/<experiment>/<group>/<trial>/; all of them run together in --parallel
 long-lived trial processes (pool.run_sweeps), the costliest trials first
-(trial_cost), so no slot idles between groups. Rerunning the same command
-resumes: finished trials are skipped. Then one trial is rerun in a fresh
+(trial_cost), so no slot idles between groups; up to --stack seeds of one
+group's setting train as one stacked computation (the same bits).
+Rerunning the same command resumes: finished trials are skipped. Then one trial is rerun in a fresh
 process to check that its final weights are bit-identical, and
 <out>/REPORT.md is written (benchmarks.report). suite.json records the
 suite's wall time, its core-seconds (wall time x --parallel: what it held)
@@ -39,6 +40,7 @@ from tff_localsgd import recorders
 from tff_localsgd import reporting
 from tff_localsgd import reproduction
 from tff_localsgd import suite as suite_lib
+from tff_localsgd.sweep import grid
 
 flags.DEFINE_enum('preset', 'quick', suite_lib.PRESETS, 'suite size')
 flags.DEFINE_string('out', None, 'suite directory (results and REPORT.md)')
@@ -46,6 +48,11 @@ flags.DEFINE_integer('parallel', 2, 'trials run at once')
 flags.DEFINE_list('studies', [], 'run only these studies (e.g. E1_width); '
                   'default all')
 flags.DEFINE_float('trial_timeout_s', 3600, 'a trial running longer fails')
+flags.DEFINE_integer('stack', 4, 'train up to this many seeds of one '
+                     'group\'s setting as one stacked computation in one '
+                     'trial process (mlp, no diagnostics, clients_per_pack=1, '
+                     f'width <= {grid.STACK_MAX_WIDTH}); 1 = each trial on '
+                     'its own. Results are bit-identical either way')
 flags.DEFINE_bool('plan', False, 'print the trials, their rounds and an '
                   'estimated time (one short measured run per width), and '
                   'exit without running the suite')
@@ -61,6 +68,8 @@ def main(argv):
   flag_defs.check_writable_dir(FLAGS.out, 'out')
   if FLAGS.parallel < 1:
     flag_defs.exit_bad_input('--parallel: must be >= 1')
+  if FLAGS.stack < 1:
+    flag_defs.exit_bad_input('--stack: must be >= 1')
   known = {s.name for s in suite_lib.suite(FLAGS.preset)}
   unknown = set(FLAGS.studies) - known
   if unknown:
@@ -89,10 +98,11 @@ def main(argv):
   suite_info = {'preset': FLAGS.preset,
                 'planned_trials': sum(len(t) for _, _, t in steps),
                 'epsilon': suite_lib.epsilon(FLAGS.preset),
-                'parallel': FLAGS.parallel, 'trial_s': {}, 'phases_s': {}}
+                'parallel': FLAGS.parallel, 'stack': FLAGS.stack,
+                'trial_s': {}, 'phases_s': {}}
   recorders.write_json(os.path.join(out, 'provenance.json'), origin)
   reproduction.run_suite(out, steps, suite_info, FLAGS.parallel,
-                         FLAGS.trial_timeout_s)
+                         FLAGS.trial_timeout_s, FLAGS.stack)
   result = reproduction.check_widest(out, FLAGS.preset, steps)
   if result:
     logging.info('determinism: %s', 'bit-identical' if result['identical']

@@ -8,7 +8,9 @@ Every flag of benchmarks.train sets the base config; --grid=key=v1,v2,...
 --seed+N-1 of each grid point. Trials run --parallel at a time in as many
 long-lived trial processes (each imports TF and TFF once and runs trial after
 trial; a trial that fails gets its process replaced; --fresh_process: one
-benchmarks.train process per trial, the same results) into
+benchmarks.train process per trial, the same results; --stack=S: up to S
+seeds of a grid point trained as one stacked computation, the same results)
+into
 <root_dir>/<sweep>/<trial>/ (layout: tff_localsgd/sweep/), named like
 width-64_local_steps-5_seed-0. Run the same command again to resume:
 completed and diverged trials are kept, the rest rerun. --experiment is not
@@ -56,6 +58,11 @@ flags.DEFINE_float('trial_timeout_s', 0, 'kill a trial running longer than '
 flags.DEFINE_bool('fresh_process', False, 'run each trial as its own '
                   'benchmarks.train process (imports TF and TFF per trial) '
                   'instead of in --parallel long-lived trial processes')
+flags.DEFINE_integer('stack', 4, 'train up to this many seeds of one grid '
+                     'point as one stacked computation in one trial process '
+                     '(mlp, no diagnostics, clients_per_pack=1, width <= '
+                     f'{grid.STACK_MAX_WIDTH}); 1 = each trial on its own. '
+                     'Results are bit-identical either way')
 FLAGS = flags.FLAGS
 
 
@@ -65,6 +72,8 @@ def _check_sweep_flags():
   if FLAGS.parallel < 1:
     raise config_lib.ConfigError('parallel',
                                  f'must be >= 1, got {FLAGS.parallel}')
+  if FLAGS.stack < 1:
+    raise config_lib.ConfigError('stack', f'must be >= 1, got {FLAGS.stack}')
   if not FLAGS.trial_timeout_s >= 0:
     raise config_lib.ConfigError(
         'trial_timeout_s', f'must be >= 0, got {FLAGS.trial_timeout_s}')
@@ -137,7 +146,8 @@ def main(argv):
     results = pool.run_sweep(trials, sweep_dir, parallel=FLAGS.parallel,
                              timeout_s=FLAGS.trial_timeout_s or None,
                              on_progress=_Progress(),
-                             fresh_process=FLAGS.fresh_process)
+                             fresh_process=FLAGS.fresh_process,
+                             stack=FLAGS.stack)
   except pool.Interrupted as e:
     logging.error('sweep %s %s; run the same command to resume', sweep_dir, e)
     return 128 + e.signum

@@ -1,6 +1,7 @@
 """benchmarks.trial_worker for the sweep's tests: the real trial worker,
 except that the trials $CHAOS names (name=action,name=action) misbehave, and
-every trial it is asked for is appended to $CHAOS_LAUNCHES as '<pid> <name>'.
+every trial it is asked for (each member of a stack) is appended to
+$CHAOS_LAUNCHES as '<pid> <name>'.
 
   exit   prints 30 lines, then the process exits 7 (a crash)
   raise  prints 30 lines, then raises (a failing trial; the process lives)
@@ -32,19 +33,22 @@ def _misbehave(action: str):
   time.sleep(600)
 
 
-def chaos_trial(request, stop, startup_s) -> int:
+def chaos_trials(requests, stop, startup_s) -> list:
+  """trial_worker.train_trials, after the misbehaviour of any member."""
   with open(os.environ['CHAOS_LAUNCHES'], 'a') as f:
-    f.write(f'{os.getpid()} {request["name"]}\n')
+    for request in requests:
+      f.write(f'{os.getpid()} {request["name"]}\n')
   actions = dict(item.split('=') for item in
                  os.environ.get('CHAOS', '').split(',') if item)
-  if request['name'] in actions:
-    _misbehave(actions[request['name']])
-  return trial_worker.train_trial(request, stop, startup_s)
+  for request in requests:
+    if request['name'] in actions:
+      _misbehave(actions[request['name']])
+  return trial_worker.train_trials(requests, stop, startup_s)
 
 
 def main(argv):
   del argv
-  return trial_worker.serve(chaos_trial)
+  return trial_worker.serve(chaos_trials)
 
 
 if __name__ == '__main__':

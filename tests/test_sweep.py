@@ -9,6 +9,7 @@ its arguments, then fails, hangs or execs the real interpreter) shows which
 trials ran; trial workers are tests/chaos_worker.py, which records them and
 misbehaves on request."""
 
+import csv
 import dataclasses
 import json
 import os
@@ -25,7 +26,9 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tff_localsgd import config as config_lib
 from tff_localsgd.sweep import grid as grid_lib
+from tff_localsgd.sweep import hparams
 from tff_localsgd.sweep import pool
+from tff_localsgd.sweep import processes
 from tff_localsgd.sweep import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,16 +180,20 @@ def test_parse_grid_errors_name_grid(specs):
 
 
 def test_phase_totals_sum_the_trials_run_now():
-  def result(name, skipped=False, **phases):
+  def result(name, skipped=False, stack=None, **phases):
+    summary = {'phases_s': phases, **({'stack': stack} if stack else {})}
     return records.TrialResult(name, 'completed', skipped=skipped,
-                               summary={'phases_s': phases})
+                               summary=summary)
   totals = records.phase_totals([
       result('a', startup_s=5.0, rounds_s=1.0),
       result('b', startup_s=0.0, rounds_s=2.0),
       result('c', skipped=True, startup_s=9.0, rounds_s=9.0),
-      records.TrialResult('d', 'failed')])
-  assert totals == {'trials': 2, 'processes': 1, 'startup_s': 5.0,
-                    'rounds_s': 3.0}
+      records.TrialResult('d', 'failed'),
+      # A stack that paid a process's start-up shares it.
+      result('e', stack={'index': 0}, startup_s=1.5, rounds_s=1.0),
+      result('f', stack={'index': 1}, startup_s=1.5, rounds_s=1.0)])
+  assert totals == {'trials': 4, 'processes': 2, 'startup_s': 8.0,
+                    'rounds_s': 5.0}
 
 
 # Sweeps of real trials.
@@ -194,7 +201,8 @@ def test_phase_totals_sum_the_trials_run_now():
 
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
-  """A 2 (width) x 1 (local_steps) x 2 (seeds) sweep by the binary."""
+  """A 2 (width) x 1 (local_steps) x 2 (seeds) sweep by the binary (each
+  width's seeds a stack: --stack's default)."""
   root = tmp_path_factory.mktemp('root')
   result = run_binary(root, '--sweep=demo', '--grid=width=16,32',
                       '--grid=local_steps=2', '--seeds=2', '--parallel=2',
@@ -245,7 +253,11 @@ def test_trial_workers_reuse_processes_with_the_same_bits(demo, demo_fresh):
   pids = set()
   for name in NAMES:
     header = (sweep_dir / 'logs' / f'{name}.log').read_text().split('\n')[0]
-    pids.add(header.split('trial process ')[1].split(';')[0])
+    if name.endswith('seed-0'):  # a stack of 2 seeds (--stack's default)
+      assert header.startswith('# trials 1-2 of trial process '), header
+      pids.add(header.split('trial process ')[1].split(',')[0])
+    else:
+      assert header.startswith('# trained in a stack with '), header
     pooled, fresh = (json.loads((d / name / 'summary.json').read_text())
                      for d in (sweep_dir, demo_fresh))
     assert pooled['final_weights_sha256'] == fresh['final_weights_sha256']
@@ -262,9 +274,14 @@ def test_trial_workers_reuse_processes_with_the_same_bits(demo, demo_fresh):
              for d in (sweep_dir, demo_fresh)]
     assert files[0] == files[1] and 'worker.log' in files[0]
   assert len(pids) <= 2  # --parallel=2 processes ran the 4 trials
-  startups = [json.loads((sweep_dir / n / 'summary.json').read_text())[
-      'phases_s']['startup_s'] for n in NAMES]
-  assert sum(s > 0 for s in startups) == len(pids)  # a process's first trial
+  summaries = [json.loads((sweep_dir / n / 'summary.json').read_text())
+               for n in NAMES]
+  # A process's first stack paid its start-up, shared by the stack's seeds.
+  assert all(s['phases_s']['startup_s'] > 0 for s in summaries)
+  assert [s['stack']['index'] for s in summaries] == [0, 1, 0, 1]
+  assert records.phase_totals([records.TrialResult(
+      n, 'completed', summary=s) for n, s in zip(NAMES, summaries)])[
+          'processes'] == len(pids)
 
 
 def test_resume_reruns_only_unfinished_trials(demo, tmp_path):
@@ -314,6 +331,27 @@ def test_resume_in_trial_workers_reruns_only_unfinished_trials(
   assert all(r.status == 'completed' for r in results)
 
 
+def test_resume_stacks_only_the_trials_left(demo, tmp_path, monkeypatch):
+  sweep_dir = tmp_path / 'demo'
+  shutil.copytree(demo[0], sweep_dir)
+  for name in NAMES[1:]:  # width 16's seed 0 is done
+    (sweep_dir / name / 'summary.json').unlink()
+  launches = chaos(monkeypatch, tmp_path)
+  trials = grid_lib.expand_grid({'width': ['16', '32'], 'local_steps': ['2']},
+                                [0, 1], tiny_base())
+  got = pool.run_sweep(trials, sweep_dir, worker_module=CHAOS_WORKER,
+                       stack=4)
+  assert [r.skipped for r in got] == [True, False, False, False]
+  assert all(r.status == 'completed' for r in got)
+  assert [name for _, name in chaos_launched(launches)] == NAMES[1:]
+  headers = [(sweep_dir / 'logs' / f'{name}.log').read_text().split('\n')[0]
+             for name in NAMES[1:]]
+  assert headers[0].startswith('# trial 1 of trial process ')  # alone
+  assert headers[1].startswith('# trials 2-3 of trial process ')
+  assert headers[2].startswith('# trained in a stack with ' + ', '.join(
+      NAMES[2:]))
+
+
 def test_sweeps_share_trial_processes_costliest_first(tmp_path,
                                                      monkeypatch):
   launches = chaos(monkeypatch, tmp_path)
@@ -351,16 +389,17 @@ def test_pick_gives_a_process_its_last_trials_seed_sibling():
   trials = grid_lib.expand_grid({'width': ['16', '32']}, [0, 1], tiny_base())
   small = grid_lib.expand_grid({}, [0], tiny_base(local_steps=1))[0]
   workers = pool._Pool(sys.executable, None, CHAOS_WORKER)
-  pending = [(trials[3], 'b'), (trials[1], 'b'), (small, 'a')]
+  pending = [grid_lib.Unit('b', (trials[3],)),
+             grid_lib.Unit('b', (trials[1],)), grid_lib.Unit('a', (small,))]
   # Idle after width 16: its sibling, though width 32's comes first.
   workers.idle = [_Idle(grid_lib.seedless_key(trials[0]))]
   workers.running = [grid_lib.seedless_key(trials[2])]
-  assert pending[workers.pick(pending)][0].name == 'width-16_seed-1'
+  assert pending[workers.pick(pending)].trials[0].name == 'width-16_seed-1'
   # Idle after width 32 while width 16 runs: not width 16's sibling (its
   # process will want it) but the next trial, the cheap one.
   workers.idle = [_Idle(grid_lib.seedless_key(trials[2]))]
   workers.running = [grid_lib.seedless_key(trials[0])]
-  assert pending[workers.pick(pending[1:]) + 1][0].name == small.name
+  assert pending[workers.pick(pending[1:]) + 1].trials[0].name == small.name
   # Only the running trial's sibling is left: it goes to the idle process.
   assert workers.pick(pending[1:2]) == 0
 
@@ -509,3 +548,162 @@ def test_unknown_grid_key_suggests_the_closest_field(key, hint):
     assert str(e.value).endswith(hint)
   else:
     assert str(e.value).endswith('is not a config field')
+
+
+# Stacks: seed siblings trained as one computation in one trial worker.
+
+
+def units_of(pending, stack):
+  """[(sweep_dir, [trial names])] of grid.stack_units."""
+  return [(unit.sweep_dir, [t.name for t in unit.trials])
+          for unit in grid_lib.stack_units(pending, stack)]
+
+
+def test_stack_units_group_seed_siblings_of_one_sweep_up_to_stack():
+  trials = grid_lib.expand_grid({'width': ['16', '32']}, [0, 1, 2],
+                                tiny_base())
+  # Interleaved, and a second sweep with the same configs.
+  pending = ([(t, 'a') for t in trials[::2]] + [(t, 'a') for t in trials[1::2]]
+             + [(t, 'b') for t in trials[:2]])
+  assert units_of(pending, 2) == [
+      ('a', ['width-16_seed-0', 'width-16_seed-2']),
+      ('a', ['width-32_seed-1', 'width-32_seed-0']),
+      ('a', ['width-16_seed-1']), ('a', ['width-32_seed-2']),
+      ('b', ['width-16_seed-0', 'width-16_seed-1'])]
+  assert [len(names) for _, names in units_of(pending, 3)] == [3, 3, 2]
+  assert units_of(pending, 1) == [(d, [t.name]) for t, d in pending]
+
+
+@pytest.mark.parametrize('grid, overrides', [
+    ({'diag_every': ['1']}, {}),
+    ({'ntk_every': ['1']}, {}),
+    ({'clients_per_pack': ['2']}, {}),
+    ({'width': [str(grid_lib.STACK_MAX_WIDTH + 1)]}, {}),
+])
+def test_stack_units_leave_unstackable_trials_alone(grid, overrides):
+  trials = grid_lib.expand_grid(grid, [0, 1, 2], tiny_base(**overrides))
+  pending = [(t, 'a') for t in trials]
+  assert not any(grid_lib.stackable(t) for t in trials)
+  assert units_of(pending, 3) == [('a', [t.name]) for t in trials]
+
+
+def test_stack_units_take_trials_up_to_the_widest_stackable():
+  trials = grid_lib.expand_grid(
+      {'width': [str(grid_lib.STACK_MAX_WIDTH)]}, [0, 1], tiny_base())
+  assert units_of([(t, 'a') for t in trials], 4) == [
+      ('a', [t.name for t in trials])]
+
+
+def rows_less_system(path):
+  """metrics.csv without its system_* (timing) columns."""
+  with open(path) as f:
+    return [{k: v for k, v in row.items() if not k.startswith('system_')}
+            for row in csv.DictReader(f)]
+
+
+def test_stacked_sweep_has_the_bits_of_one_by_one(tmp_path):
+  trials = grid_lib.expand_grid({}, [0, 1, 2], tiny_base())
+  stacked = pool.run_sweep(trials, tmp_path / 'stacked', stack=3)
+  alone = pool.run_sweep(trials, tmp_path / 'alone', stack=1)
+  hashes = set()
+  for trial, s, a in zip(trials, stacked, alone):
+    assert s.name == a.name == trial.name
+    assert s.status == a.status == 'completed', s.log_tail
+    sha = s.summary['final_weights_sha256']
+    assert sha == a.summary['final_weights_sha256']
+    hashes.add(sha)
+    dirs = [tmp_path / sweep / trial.name for sweep in ('stacked', 'alone')]
+    assert rows_less_system(dirs[0] / 'metrics.csv') == rows_less_system(
+        dirs[1] / 'metrics.csv')
+    record = json.loads((dirs[0] / 'trial.json').read_text())
+    assert record['name'] == trial.name
+    assert record['result']['status'] == 'completed'
+    assert hparams.session_files(dirs[0])
+  assert len(hashes) == 3  # three seeds, three runs
+  assert len({r.wall_time_s for r in stacked}) == 1  # equal shares
+  logs = tmp_path / 'stacked' / records.LOGS
+  first = (logs / 'seed-0.log').read_text()
+  assert first.startswith('# trials 1-3 of trial process ')
+  assert all(f'--experiment=seed-{i}' in first for i in range(3))
+  for name in ('seed-1', 'seed-2'):
+    assert (logs / f'{name}.log').read_text() == (
+        '# trained in a stack with seed-0, seed-1, seed-2; its output is in '
+        f'{logs / "seed-0.log"}\n')
+  alone_log = (tmp_path / 'alone' / records.LOGS / 'seed-1.log').read_text()
+  assert alone_log.startswith('# trial 2 of trial process ')
+
+
+def test_a_stack_that_kills_its_worker_fails_every_member(tmp_path,
+                                                          monkeypatch):
+  launches = chaos(monkeypatch, tmp_path, **{'width-16_seed-1': 'exit'})
+  trials = grid_lib.expand_grid({'width': ['16', '32']}, [0, 1], tiny_base())
+  got = pool.run_sweep(trials, tmp_path / 'sw', worker_module=CHAOS_WORKER,
+                       stack=2)
+  assert [r.status for r in got] == ['failed'] * 2 + ['completed'] * 2
+  for result in got[:2]:
+    assert result.returncode == 7 and 'exit status 7' in result.error
+    assert 'line 30' in result.log_tail  # the stack's log: its first's
+  asked = chaos_launched(launches)
+  assert [name for _, name in asked] == [t.name for t in trials]
+  pids = [pid for pid, _ in asked]
+  assert pids[0] == pids[1] != pids[2] == pids[3]  # a fresh process after
+  index = records.sweep_index(tmp_path / 'sw')
+  assert [row['status'] for row in index] == ['failed'] * 2 + [
+      'completed'] * 2
+
+
+class _Finished(processes.Started):
+  """A started unit whose process exited 0 without writing a summary."""
+
+  def outcome(self, i):
+    return 0, ''
+
+
+def test_a_unit_has_timeout_s_per_member_and_fails_every_member(tmp_path):
+  trials = grid_lib.expand_grid({}, [0, 1, 2], tiny_base())
+  started = _Finished(grid_lib.Unit(str(tmp_path), tuple(trials)), 5)
+  assert started.deadline - started.start == 15
+  assert started.log_path == str(tmp_path / records.LOGS / 'seed-0.log')
+  for trial in trials:
+    record = json.loads((tmp_path / trial.name / 'trial.json').read_text())
+    assert record == {'name': trial.name, 'swept': trial.swept,
+                      'flags': list(trial.flags)}
+  got = started.result(timed_out=True)
+  assert [r.name for r in got] == [t.name for t in trials]
+  assert all(r.status == 'failed' and r.error == 'timed out after 15 s; '
+             'killed' for r in got)
+  assert [r.status for r in started.result()] == ['failed'] * 3  # no summary
+
+
+def worker_request(tmp_path, name, **overrides):
+  config = {**tiny_base(**overrides), 'root_dir': str(tmp_path),
+            'experiment': name}
+  return dict(name=name, config=config, log=str(tmp_path / f'{name}.log'))
+
+
+def test_trial_worker_replies_once_per_stack_member_in_order(tmp_path):
+  stack = [worker_request(tmp_path, 'b', seed=1),
+           worker_request(tmp_path, 'a', seed=0)]
+  single = worker_request(tmp_path, 'c', seed=2)
+  bad = [worker_request(tmp_path, 'd', seed=3, width=0),
+         worker_request(tmp_path, 'e', seed=4, width=0)]
+  lines = [{'stack': stack}, single, {'stack': bad}, single]
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.trial_worker'], cwd=ROOT,
+      input=''.join(json.dumps(line) + '\n' for line in lines),
+      capture_output=True, text=True, timeout=300)
+  replies = [json.loads(line) for line in proc.stdout.splitlines()]
+  assert [(r['name'], r['exit_code']) for r in replies] == [
+      ('b', 0), ('a', 0), ('c', 0), ('d', 2), ('e', 2)], proc.stderr
+  assert replies[3]['error'] == replies[4]['error'] != ''
+  assert '--width' in replies[3]['error']
+  assert proc.returncode == 2  # after bad input: the last request not read
+  for name in 'bac':
+    summary = json.loads((tmp_path / name / 'summary.json').read_text())
+    assert summary['status'] == 'completed'
+  assert not (tmp_path / 'd').exists() and not (tmp_path / 'e').exists()
+  assert (tmp_path / 'a.log').read_text() == (
+      f'# trained in a stack with b, a; its output is in {tmp_path}/b.log\n')
+  stack_log = (tmp_path / 'b.log').read_text()
+  assert 'b: completed after 2 rounds' in stack_log
+  assert 'a: completed after 2 rounds' in stack_log

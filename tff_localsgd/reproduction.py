@@ -240,9 +240,11 @@ def _core_s() -> float:
   return usage.ru_utime + usage.ru_stime
 
 
-def run_suite(out, steps, suite_info, parallel: int, timeout_s: float):
+def run_suite(out, steps, suite_info, parallel: int, timeout_s: float,
+              stack: int = 1):
   """Runs every group's sweep in one set of --parallel trial processes,
-  the costliest trials first; records the suite's wall time, core-seconds
+  the costliest trials first, up to `stack` seed siblings as one stacked
+  computation (pool.run_sweeps); records the suite's wall time, core-seconds
   (wall x --parallel, what the suite held) and CPU seconds, and per
   experiment the trials' seconds (trial_s) and their seconds by phase
   (records.phase_totals)."""
@@ -251,7 +253,8 @@ def run_suite(out, steps, suite_info, parallel: int, timeout_s: float):
       [(trials, os.path.join(out, spec.name, label))
        for spec, label, trials in steps],
       parallel=parallel, timeout_s=timeout_s,
-      on_progress=functools.partial(_progress, out, start), cost=trial_cost)
+      on_progress=functools.partial(_progress, out, start), cost=trial_cost,
+      stack=stack)
   wall = time.monotonic() - start
   suite_info.update(wall_time_s=wall, core_s=wall * parallel,
                     cpu_s=_core_s() - cpu)

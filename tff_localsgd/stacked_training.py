@@ -110,6 +110,8 @@ class Stack:
     the first; each member's share of that start-up."""
     if self._computations is None:
       self._computations = _Computations(self.setups, log_path)
+    elif log_path:  # the run's files are those of a run alone (native.py)
+      open(log_path, 'ab').close()
     return self._computations.startup
 
   def leave(self, s: int):

@@ -1,22 +1,29 @@
 """A sweep's trial worker: one long-lived process that trains trial after
-trial (driver.train, as `benchmarks.train --overwrite` does), so TensorFlow's
-and TFF's import, and the native engine's TFF worker (native.kept_worker),
-are paid once per process instead of once per trial.
+trial (driver.train, as `benchmarks.train --overwrite` does), or a stack of
+seed siblings as one computation (driver.train_stack), so TensorFlow's and
+TFF's import, and the native engine's TFF worker (native.kept_worker), are
+paid once per process instead of once per trial.
 
     python -m benchmarks.trial_worker    # started by tff_localsgd/sweep/pool.py
 
 Protocol, one JSON object per line:
-  stdin   {"name": ..., "config": {every ExperimentConfig field}, "log": path}
-  stdout  {"name": ..., "exit_code": n, "error": "..."} once the trial is done
+  stdin   a trial: {"name": ..., "config": {every ExperimentConfig field},
+          "log": path}, or a stack: {"stack": [trial, trial, ...]} (configs
+          that differ only in seed, rounds and run directory)
+  stdout  {"name": ..., "exit_code": n, "error": "..."} once the trial is
+          done; for a stack, one such line per member, in order, once the
+          stack is done (bad input or an exception: every member's)
 While a trial runs, file descriptors 1 and 2 point at its log (appended);
-between trials, at the process's stderr. Exit codes are benchmarks.train's
-(results.py): 0 completed, 3 diverged, 2 bad input, 1 an exception, 130
-stopped. After a
-trial that neither completed nor diverged the process exits with its code,
-so the sweep runs the next trial in a fresh process and nothing a failed
-trial left behind is reused. SIGINT/SIGTERM during a trial stop it after its
-round with a checkpoint (as benchmarks.train), then the process exits 130;
-between trials they end the process at once. EOF on stdin: exit 0.
+between trials, at the process's stderr. A stack's output goes to its first
+member's log; every other member's log gets a line naming the stack and
+that log. Exit codes are benchmarks.train's (results.py): 0 completed, 3
+diverged, 2 bad input, 1 an exception, 130 stopped. After a trial, or a
+stack with a member, that neither completed nor diverged the process exits
+with that code, so the sweep runs the next trial in a fresh process and
+nothing a failed trial left behind is reused. SIGINT/SIGTERM during a trial
+(or a stack) stop it after its round with a checkpoint (as
+benchmarks.train), then the process exits 130; between trials they end the
+process at once. EOF on stdin: exit 0.
 """
 
 import contextlib
@@ -59,14 +66,18 @@ class _Signals:
     self._trial_handler(signum, frame)
 
 
-def train_trial(request: dict, stop: threading.Event,
-                startup_s: float) -> int:
-  """Trains the request's config into its run directory, from scratch; the
-  exit code benchmarks.train would return. Raises driver.BadInput."""
-  config = config_lib.ExperimentConfig(**request['config'])
-  outcome = driver.train(config, overwrite=True, stop=stop,
-                          startup_s=startup_s)
-  return outcome.exit_code
+def train_trials(requests, stop: threading.Event, startup_s: float) -> list:
+  """Trains the requests' configs, each into its run directory from
+  scratch: one alone (driver.train), several as one stack
+  (driver.train_stack); the exit codes benchmarks.train would return, in
+  order. Raises driver.BadInput."""
+  configs = [config_lib.ExperimentConfig(**r['config']) for r in requests]
+  if len(configs) == 1:
+    return [driver.train(configs[0], overwrite=True, stop=stop,
+                         startup_s=startup_s).exit_code]
+  outcomes = driver.train_stack(configs, overwrite=True, stop=stop,
+                                startup_s=startup_s)
+  return [outcome.exit_code for outcome in outcomes]
 
 
 def _into(fd: int):
@@ -77,22 +88,39 @@ def _into(fd: int):
   os.dup2(fd, 2)
 
 
-def _run_one(run_trial, request, signals, startup_s) -> tuple:
-  """(exit code, error) of one trial, its output in its log."""
+def _open_log(path: str) -> int:
+  return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+
+
+def _point_at_first(requests):
+  """Each member's log but the first: where the stack's output is."""
+  names = ', '.join(r['name'] for r in requests)
+  for request in requests[1:]:
+    fd = _open_log(request['log'])
+    try:
+      os.write(fd, f'# trained in a stack with {names}; its output is in '
+               f'{requests[0]["log"]}\n'.encode())
+    finally:
+      os.close(fd)
+
+
+def _run_unit(run_trials, requests, signals, startup_s) -> tuple:
+  """([exit code per request], error) of one trial or one stack, its
+  output in the first request's log."""
+  _point_at_first(requests)
   home = os.dup(2)
-  log_fd = os.open(request['log'], os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                   0o666)
+  log_fd = _open_log(requests[0]['log'])
   _into(log_fd)
   os.close(log_fd)
   signals.busy = True
   try:
-    return run_trial(request, signals.stop, startup_s), ''
+    return run_trials(requests, signals.stop, startup_s), ''
   except driver.BadInput as e:
     print(f'error: {e}', file=sys.stderr)
-    return results.EXIT_BAD_INPUT, str(e)
+    return [results.EXIT_BAD_INPUT] * len(requests), str(e)
   except Exception as e:  # pylint: disable=broad-except
     traceback.print_exc()
-    return results.EXIT_ERROR, repr(e)
+    return [results.EXIT_ERROR] * len(requests), repr(e)
   finally:
     signals.busy = False
     _into(home)
@@ -127,37 +155,41 @@ class KeptWorker:
     self._stack = self.worker = None
 
 
-def _serve(run_trial, replies, signals, kept) -> int:
+def _serve(run_trials, replies, signals, kept) -> int:
   """The request loop of serve(); kept: the KeptWorker."""
   first = True
   for line in sys.stdin:
     request = json.loads(line)
-    kept.ensure(request)  # its output: our stderr
-    # The first trial pays for the process's start-up (the first request
-    # is sent as the process starts: no idle time in it).
+    requests = request.get('stack', [request])
+    kept.ensure(requests[0])  # its output: our stderr
+    # The first request pays for the process's start-up (it is sent as the
+    # process starts: no idle time in it).
     startup_s = driver.process_age_s() if first else 0.0
     first = False
-    code, error = _run_one(run_trial, request, signals, startup_s)
-    replies.write(json.dumps(dict(name=request['name'], exit_code=code,
-                                  error=error)) + '\n')
+    codes, error = _run_unit(run_trials, requests, signals, startup_s)
+    for member, code in zip(requests, codes):
+      replies.write(json.dumps(dict(name=member['name'], exit_code=code,
+                                    error=error)) + '\n')
     kept.check()
-    if results.done_status(code) is None or signals.stop.is_set():
-      return code or results.EXIT_STOPPED
+    failed = [code for code in codes if results.done_status(code) is None]
+    if failed or signals.stop.is_set():
+      return (failed or codes)[0] or results.EXIT_STOPPED
   return 0
 
 
-def serve(run_trial=train_trial) -> int:
-  """Runs the trials stdin asks for until EOF; the process's exit code.
+def serve(run_trials=train_trials) -> int:
+  """Runs the trials and stacks stdin asks for until EOF; the process's
+  exit code.
 
-  run_trial(request, stop, startup_s) -> exit code: train_trial, or a
-  test's wrapper of it.
+  run_trials(requests, stop, startup_s) -> [exit code per request]:
+  train_trials, or a test's wrapper of it.
   """
   replies = os.fdopen(os.dup(1), 'w', buffering=1)
   os.dup2(2, 1)  # stray prints between trials: the process's stderr
   signals = _Signals()
   kept = KeptWorker()
   try:
-    return _serve(run_trial, replies, signals, kept)
+    return _serve(run_trials, replies, signals, kept)
   except KeyboardInterrupt:
     return results.EXIT_STOPPED
   finally:

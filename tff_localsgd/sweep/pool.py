@@ -15,6 +15,12 @@ from scratch. A trial that fails (an exit status other than 0 or 3, or a
 timeout) is recorded as failed with the tail of its log, and the sweep goes
 on. SIGINT or SIGTERM stops every running trial (SIGTERM, then SIGKILL)
 before the sweep raises `Interrupted`.
+
+With stack=S > 1, up to S pending seed siblings of one sweep
+(grid.stack_units) are one unit, sent to one trial worker as one request
+and trained as one stacked computation (driver.train_stack), with the same
+bits per trial as one by one. A done trial is never rerun, so a rerun
+sweep stacks only the trials still to do.
 """
 
 import contextlib
@@ -59,33 +65,32 @@ class _FreshProcesses:
     del pending
     return 0
 
-  def start(self, trial, sweep_dir) -> processes.Started:
-    return processes.Running(trial, sweep_dir, self.python, self.timeout_s)
+  def start(self, unit) -> processes.Started:
+    return processes.Running(unit, self.python, self.timeout_s)
 
-  def done(self, running, result):
-    del running, result
+  def done(self, running, unit_results):
+    del running, unit_results
 
   def close(self):
     pass
 
 
 class _Pool:
-  """Trial workers, one per running trial, reused trial after trial; one
-  whose trial did not complete or diverge (failed, timed out, killed), or
-  that ran MAX_TRIALS_PER_PROCESS, is retired, and the next trial gets a
-  fresh one."""
+  """Trial workers, one per running unit (a trial or a stack), reused unit
+  after unit; one with a trial that did not complete or diverge (failed,
+  timed out, killed), or that ran MAX_TRIALS_PER_PROCESS trials, is
+  retired, and the next unit gets a fresh one."""
 
   def __init__(self, python, timeout_s, module):
     self.python, self.timeout_s, self.module = python, timeout_s, module
     self.idle = []
-    self.running = []  # the seedless keys of the trials running
+    self.running = []  # the seedless keys of the units running
 
   def pick(self, pending) -> int:
-    """The index of the pending (trial, sweep_dir) to start: a trial whose
-    seed sibling an idle worker ran last (it has the computations), else
-    the first whose sibling is not running (that worker will want it),
-    else the first."""
-    keys = [grid.seedless_key(trial) for trial, _ in pending]
+    """The index of the pending grid.Unit to start: one whose seed sibling
+    an idle worker ran last (it has the computations), else the first whose
+    sibling is not running (that worker will want it), else the first."""
+    keys = [unit.key() for unit in pending]
     last = {worker.last_key for worker in self.idle}
     for wanted in (lambda k: k in last, lambda k: k not in self.running):
       for i, key in enumerate(keys):
@@ -93,23 +98,24 @@ class _Pool:
           return i
     return 0
 
-  def start(self, trial, sweep_dir) -> processes.Started:
-    key = grid.seedless_key(trial)
+  def start(self, unit) -> processes.Started:
+    key = unit.key()
     same = [w for w in self.idle if w.last_key == key]
     if same or self.idle:
       worker = same[0] if same else self.idle[-1]
       self.idle.remove(worker)
     else:
-      worker = processes.Worker(sweep_dir, self.python, self.module)
+      worker = processes.Worker(unit.sweep_dir, self.python, self.module)
     worker.last_key = key
     self.running.append(key)
-    return processes.Pooled(trial, sweep_dir, worker, self.timeout_s)
+    return processes.Pooled(unit, worker, self.timeout_s)
 
-  def done(self, running, result):
-    """Takes the trial's worker back, or retires it (result None: the trial
-    was stopped with the sweep)."""
+  def done(self, running, unit_results):
+    """Takes the unit's worker back, or retires it (unit_results None: the
+    unit was stopped with the sweep)."""
     self.running.remove(running.worker.last_key)
-    if (result is not None and result.status in results.DONE and
+    if (unit_results is not None and
+        all(r.status in results.DONE for r in unit_results) and
         running.worker.trials < MAX_TRIALS_PER_PROCESS and
         running.proc.poll() is None):
       self.idle.append(running.worker)
@@ -122,7 +128,7 @@ class _Pool:
 
 
 def _stop_all(running):
-  """SIGTERM to every running trial's group; SIGKILL to what is left."""
+  """SIGTERM to every running unit's group; SIGKILL to what is left."""
   for r in running:
     processes.signal_group(r.proc, signal.SIGTERM)
   deadline = time.monotonic() + processes.TERM_GRACE_S
@@ -167,26 +173,29 @@ class _SignalFlag:
 
 
 def _record_interrupted(r: processes.Started):
-  try:
-    os.makedirs(r.dir, exist_ok=True)  # the trial may have been removing it
-    records.write_trial_json(r.trial, r.dir, records.TrialResult(
-        r.trial.name, results.INTERRUPTED, returncode=r.proc.returncode,
-        error='stopped with the sweep', log_path=r.log_path))
-  except OSError as e:  # never mask the interruption
-    logging.warning('could not record trial %s: %s', r.trial.name, e)
+  for member in r.members:
+    try:
+      os.makedirs(member.dir, exist_ok=True)  # it may have been removing it
+      records.write_trial_json(member.trial, member.dir, records.TrialResult(
+          member.trial.name, results.INTERRUPTED,
+          returncode=r.proc.returncode, error='stopped with the sweep',
+          log_path=member.log_path))
+    except OSError as e:  # never mask the interruption
+      logging.warning('could not record trial %s: %s', member.trial.name, e)
 
 
-def _finish(running: processes.Started,
-            timed_out=False) -> records.TrialResult:
-  result = running.result(timed_out)
-  records.write_trial_json(running.trial, running.dir, result)
-  if result.status in results.DONE:
-    hparams.write_trial_hparams(running.trial, running.dir, result.summary)
-  if result.status == results.FAILED:
-    logging.warning('trial %s failed (%s); the end of %s:\n%s',
-                    result.name, result.error, result.log_path,
-                    result.log_tail)
-  return result
+def _finish(running: processes.Started, timed_out=False) -> list:
+  """Records each member's result (trial.json; HParams when done)."""
+  unit_results = running.result(timed_out)
+  for member, result in zip(running.members, unit_results):
+    records.write_trial_json(member.trial, member.dir, result)
+    if result.status in results.DONE:
+      hparams.write_trial_hparams(member.trial, member.dir, result.summary)
+    if result.status == results.FAILED:
+      logging.warning('trial %s failed (%s); the end of %s:\n%s',
+                      result.name, result.error, running.log_path,
+                      result.log_tail)
+  return unit_results
 
 
 def _done_before(trials, sweep_dir, record) -> list:
@@ -209,34 +218,33 @@ def _done_before(trials, sweep_dir, record) -> list:
 
 
 def _poll(running, launcher, record):
-  """Finishes the running trials that are done or past their deadline."""
+  """Finishes the running units that are done or past their deadline."""
   for r in list(running):
     timed_out = not r.finished() and time.monotonic() > r.deadline
     if timed_out:
       r.kill()
     if r.finished():
       running.remove(r)
-      result = _finish(r, timed_out)
-      launcher.done(r, result)
-      record(r.sweep_dir, result)
+      unit_results = _finish(r, timed_out)
+      launcher.done(r, unit_results)
+      for result in unit_results:
+        record(r.sweep_dir, result)
 
 
 def _run_pending(pending, parallel, launcher, record):
-  """Runs the pending (trial, sweep_dir)s in order, at most `parallel` at a
-  time."""
+  """Runs the pending grid.Units in order, at most `parallel` at a time."""
   running = []
   with _SignalFlag() as stop:
     try:
       while pending or running:
         stop.check()
         while pending and len(running) < parallel:
-          running.append(launcher.start(*pending.pop(
-              launcher.pick(pending))))
+          running.append(launcher.start(pending.pop(launcher.pick(pending))))
         _poll(running, launcher, record)
         time.sleep(POLL_S)
     finally:
       if running:
-        logging.warning('stopping %d running trial(s)', len(running))
+        logging.warning('stopping %d running unit(s)', len(running))
         _stop_all(running)
         for r in running:  # the record the index sees; a rerun redoes it
           _record_interrupted(r)
@@ -261,7 +269,11 @@ def run_sweep(trials, sweep_dir: str, **options) -> list:
   order of `trials`. Raises ConfigError (check_resumable; rundir.BusyError
   if another process runs the same sweep) before anything runs, and
   `Interrupted` on SIGINT/SIGTERM once no trial of the sweep is left
-  running. Options: those of run_sweeps.
+  running. A stack of seed siblings (stack > 1) runs in one trial worker
+  as one computation; each member still gets its own directory, log,
+  trial.json and TrialResult, and if the stack fails, times out or kills
+  its process, every member is recorded as failed. Options: those of
+  run_sweeps.
   """
   return run_sweeps([(trials, sweep_dir)], **options)[0]
 
@@ -270,21 +282,28 @@ def run_sweeps(sweeps, *, parallel: int = 1, python: str = sys.executable,
                timeout_s: float | None = None, on_progress=None,
                fresh_process: bool = False,
                worker_module: str = processes.WORKER_MODULE,
-               cost=None) -> list:
+               cost=None, stack: int = 1) -> list:
   """run_sweep for several sweeps, [(trials, sweep_dir)], whose trials share
   the `parallel` trial processes: a process goes from one sweep's trial to
   the next sweep's, so a sweep smaller than `parallel` leaves no slot idle
   and no process starts per sweep. A process goes on with a trial that
   differs from its last one only in the seed when one is pending, since it
   has that trial's computations (_Pool.pick). cost(trial) -> float, if
-  given, orders the pending trials of all the sweeps, the costliest first, so the last
-  ones to start are short and the slots finish together (the longest-first
-  rule of list scheduling); by default they run in the order given.
+  given, orders the pending units of all the sweeps by the sum of their
+  trials' costs, the costliest first, so the last ones to start are short
+  and the slots finish together (the longest-first rule of list
+  scheduling); by default they run in the order given. stack: the most
+  seed siblings of one sweep trained as one stacked computation in one
+  trial worker (grid.stack_units: stackable trials, width <=
+  STACK_MAX_WIDTH; the same bits as one by one), timed out after timeout_s
+  per member; 1, or fresh_process, trains every trial on its own.
   on_progress counts the trials of all the sweeps. Returns run_sweep's list
   for each sweep, in order.
   """
   if parallel < 1:
     raise ValueError(f'parallel must be >= 1, got {parallel}')
+  if stack < 1:
+    raise ValueError(f'stack must be >= 1, got {stack}')
   sweeps = [(trials, os.path.abspath(os.path.expanduser(sweep_dir)))
             for trials, sweep_dir in sweeps]
   for trials, sweep_dir in sweeps:
@@ -307,8 +326,9 @@ def run_sweeps(sweeps, *, parallel: int = 1, python: str = sys.executable,
       os.makedirs(os.path.join(sweep_dir, records.LOGS), exist_ok=True)
       hparams.write_hparams_config(trials, sweep_dir)
       pending += _done_before(trials, sweep_dir, record)
-    if cost is not None:
-      pending.sort(key=lambda item: -cost(item[0]))  # stable among equals
+    pending = grid.stack_units(pending, 1 if fresh_process else stack)
+    if cost is not None:  # stable among equals
+      pending.sort(key=lambda unit: -sum(map(cost, unit.trials)))
     launcher = (_FreshProcesses(python, timeout_s) if fresh_process
                 else _Pool(python, timeout_s, worker_module))
     _run_pending(pending, parallel, launcher, record)

@@ -1,12 +1,14 @@
-"""The processes a sweep runs its trials in: a trial process of its own
-(`benchmarks.train`, Running) or a long-lived trial worker
-(`benchmarks.trial_worker`, protocol in tff_localsgd/trial_worker.py) that
-is sent trial after trial (Worker, Pooled). Each runs in a process group
-of its own, started through _LAUNCHER: if the sweep process is killed
-outright, the kernel kills its trials (PR_SET_PDEATHSIG), and each trial's
-TFF worker dies with its trial.
+"""The processes a sweep runs its units (grid.Unit: a trial, or a stack of
+seed siblings) in: a trial process of its own (`benchmarks.train`, Running;
+one trial) or a long-lived trial worker (`benchmarks.trial_worker`,
+protocol in tff_localsgd/trial_worker.py) that is sent unit after unit
+(Worker, Pooled). Each runs in a process group of its own, started
+through _LAUNCHER: if the sweep process is killed outright, the kernel
+kills its trials (PR_SET_PDEATHSIG), and each trial's TFF worker dies with
+its trial.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -66,30 +68,56 @@ def _train_args(trial, sweep_dir) -> list:
           f'--experiment={trial.name}', *trial.flags, '--overwrite']
 
 
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """A trial of a started unit: its run directory and its log."""
+  trial: grid.Trial
+  dir: str
+  log_path: str
+
+
+def _member(trial, sweep_dir) -> Member:
+  return Member(trial, os.path.join(sweep_dir, trial.name),
+                os.path.join(sweep_dir, records.LOGS, f'{trial.name}.log'))
+
+
 class Started:
-  """A started trial: its directory (cleared: whatever an earlier attempt
-  left is not a result), trial.json, its log and deadline. Subclasses run it
-  in a process of its own (Running) or in a trial worker (Pooled)."""
+  """A started unit (grid.Unit: one trial, or a stack of seed siblings):
+  each member's directory (cleared: whatever an earlier attempt left is not
+  a result) and trial.json, and the unit's deadline (timeout_s per member).
+  Its output goes to log_path, the first member's log. Subclasses run it in
+  a process of its own (Running, one trial) or in a trial worker (Pooled),
+  and give each member's exit status (outcome)."""
 
-  def __init__(self, trial, sweep_dir, timeout_s):
-    self.trial, self.sweep_dir = trial, sweep_dir
-    self.dir = os.path.join(sweep_dir, trial.name)
-    self.log_path = os.path.join(sweep_dir, records.LOGS, f'{trial.name}.log')
-    rundir.RunDir(path=self.dir).clear()
-    os.makedirs(self.dir, exist_ok=True)
-    records.write_trial_json(trial, self.dir)
+  def __init__(self, unit, timeout_s):
+    self.sweep_dir = unit.sweep_dir
+    self.members = tuple(_member(t, unit.sweep_dir) for t in unit.trials)
+    for member in self.members:
+      rundir.RunDir(path=member.dir).clear()
+      os.makedirs(member.dir, exist_ok=True)
+      records.write_trial_json(member.trial, member.dir)
+    self.log_path = self.members[0].log_path
     self.start = time.monotonic()
-    self.deadline = self.start + timeout_s if timeout_s else math.inf
+    self.deadline = (self.start + timeout_s * len(self.members) if timeout_s
+                     else math.inf)
 
-  def result(self, timed_out=False) -> records.TrialResult:
-    """The outcome of the finished (or killed) trial."""
+  def result(self, timed_out=False) -> list:
+    """One TrialResult per member, in order, once the unit has finished
+    (or been killed). Each member gets an equal share of the unit's wall
+    time, so a sum over trials stays the slots' seconds."""
     self.close()
-    rc = self.returncode
-    summary = rundir.RunDir(path=self.dir).read_summary()
+    wall = (time.monotonic() - self.start) / len(self.members)
+    return [self._member_result(i, wall, timed_out)
+            for i in range(len(self.members))]
+
+  def _member_result(self, i, wall, timed_out) -> records.TrialResult:
+    member = self.members[i]
+    rc, why = self.outcome(i)
+    summary = rundir.RunDir(path=member.dir).read_summary()
     status = (summary or {}).get('status')
     expected = results.done_status(rc)
-    common = dict(name=self.trial.name, returncode=rc, log_path=self.log_path,
-                  wall_time_s=time.monotonic() - self.start, summary=summary)
+    common = dict(name=member.trial.name, returncode=rc,
+                  log_path=member.log_path, wall_time_s=wall, summary=summary)
     if not timed_out and expected and status == expected:
       return records.TrialResult(status=status, **common)
     if timed_out:
@@ -97,13 +125,17 @@ class Started:
     elif expected:
       error = f'exit status {rc} but summary.json says {status!r}'
     else:
-      error = f'exit status {rc}' + (f': {self.error}' if self.error else '')
+      error = f'exit status {rc}' + (f': {why}' if why else '')
     return records.TrialResult(status=results.FAILED, error=error,
-                              log_tail=records.log_tail(self.log_path),
-                              **common)
+                               log_tail=records.log_tail(self.log_path),
+                               **common)
+
+  def outcome(self, i) -> tuple:
+    """(exit status, error) of member i."""
+    raise NotImplementedError
 
   def kill(self):
-    """SIGKILL to the trial's process group (hung: no grace)."""
+    """SIGKILL to the unit's process group (hung: no grace)."""
     signal_group(self.proc, signal.SIGKILL)
     self.proc.wait()
 
@@ -112,13 +144,12 @@ class Started:
 
 
 class Running(Started):
-  """A trial as `benchmarks.train` in a process of its own."""
+  """A unit of one trial as `benchmarks.train` in a process of its own."""
 
-  error = ''
-
-  def __init__(self, trial, sweep_dir, python, timeout_s):
-    super().__init__(trial, sweep_dir, timeout_s)
-    args = _train_args(trial, sweep_dir)
+  def __init__(self, unit, python, timeout_s):
+    (trial,) = unit.trials  # a process of its own never stacks
+    super().__init__(unit, timeout_s)
+    args = _train_args(trial, unit.sweep_dir)
     self.log = open(self.log_path, 'wb')
     self.log.write(('$ ' + ' '.join([python, *args]) + '\n').encode())
     self.log.flush()
@@ -132,9 +163,9 @@ class Running(Started):
   def finished(self) -> bool:
     return self.proc.poll() is not None
 
-  @property
-  def returncode(self):
-    return self.proc.returncode
+  def outcome(self, i) -> tuple:
+    del i
+    return self.proc.returncode, ''
 
   def close(self):
     self.log.close()
@@ -155,8 +186,8 @@ class Worker:
     self.trials = 0  # started in this process
     self.last_key = None  # seedless_key of its last trial
 
-  def send(self, request: dict):
-    self.trials += 1
+  def send(self, request: dict, trials: int):
+    self.trials += trials
     try:
       self.proc.stdin.write((json.dumps(request) + '\n').encode())
       self.proc.stdin.flush()
@@ -188,30 +219,57 @@ class Worker:
 
 
 class Pooled(Started):
-  """A trial sent to a trial worker."""
+  """A unit sent to a trial worker: one trial as a single request, a stack
+  as one stack request, with one reply per member."""
 
-  def __init__(self, trial, sweep_dir, worker, timeout_s):
-    super().__init__(trial, sweep_dir, timeout_s)
+  def __init__(self, unit, worker, timeout_s):
+    super().__init__(unit, timeout_s)
     self.worker, self.proc = worker, worker.proc
-    self._reply = None
-    with open(self.log_path, 'wb') as log:  # the worker appends to it
-      log.write(f'# trial {worker.trials + 1} of trial process '
-                f'{self.proc.pid}; the same as:\n$ {sys.executable} '
-                f'{" ".join(_train_args(trial, sweep_dir))}\n'.encode())
-    config = {**grid.trial_config(trial), 'root_dir': sweep_dir,
-              'experiment': trial.name}
-    worker.send(dict(name=trial.name, config=config, log=self.log_path))
+    self._replies = {}  # by trial name
+    requests = [dict(name=m.trial.name, config={
+        **grid.trial_config(m.trial), 'root_dir': self.sweep_dir,
+        'experiment': m.trial.name}, log=m.log_path) for m in self.members]
+    self._write_header()
+    worker.send(requests[0] if len(requests) == 1 else dict(stack=requests),
+                len(requests))
+
+  def _write_header(self):
+    """The command each member is the same as, in the unit's log (the
+    worker appends to it); the other members' logs emptied (the worker
+    points them at it)."""
+    n, pid = self.worker.trials, self.proc.pid
+    commands = ''.join(
+        f'$ {sys.executable} {" ".join(_train_args(m.trial, self.sweep_dir))}'
+        '\n' for m in self.members)
+    if len(self.members) == 1:
+      header = f'# trial {n + 1} of trial process {pid}; the same as:\n'
+    else:
+      header = (f'# trials {n + 1}-{n + len(self.members)} of trial process '
+                f'{pid}, one stack of {len(self.members)} seeds; each the '
+                'same as:\n')
+    for i, member in enumerate(self.members):
+      with open(member.log_path, 'wb') as log:
+        if i == 0:
+          log.write((header + commands).encode())
 
   def finished(self) -> bool:
-    self._reply = self._reply or self.worker.reply()
-    if self._reply is None and self.proc.poll() is not None:
-      self._reply = self.worker.reply()  # written just before it exited
-    return self._reply is not None or self.proc.returncode is not None
+    self._read_replies()
+    if len(self._replies) < len(self.members) and self.proc.poll() is not None:
+      self._read_replies()  # written just before it exited
+    return (len(self._replies) == len(self.members) or
+            self.proc.returncode is not None)
 
-  @property
-  def returncode(self):
-    return self._reply['exit_code'] if self._reply else self.proc.returncode
+  def _read_replies(self):
+    while len(self._replies) < len(self.members):
+      reply = self.worker.reply()
+      if reply is None:
+        return
+      self._replies[reply['name']] = reply
 
-  @property
-  def error(self) -> str:
-    return (self._reply or {}).get('error', '')
+  def outcome(self, i) -> tuple:
+    """The worker's reply for member i, else (it died or was killed first)
+    the process's exit status."""
+    reply = self._replies.get(self.members[i].trial.name)
+    if reply is None:
+      return self.proc.returncode, ''
+    return reply['exit_code'], reply.get('error', '')

@@ -153,14 +153,16 @@ def log_tail(path, lines=LOG_TAIL_LINES) -> str:
 def phase_totals(trial_results) -> dict:
   """summary.json's phases_s summed over the trials run_sweep trained
   (skipped ones ran earlier), with `trials` (their number) and `processes`
-  (those that paid a process's start-up, startup_s > 0)."""
+  (the processes whose start-up they paid, startup_s > 0: a stack's members
+  share one, counted at its first, summary.json's stack index 0)."""
   totals = {'trials': 0, 'processes': 0}
   for result in trial_results:
     phases = (result.summary or {}).get('phases_s')
     if result.skipped or not phases:
       continue
     totals['trials'] += 1
-    totals['processes'] += phases.get('startup_s', 0) > 0
+    first = (result.summary.get('stack') or {}).get('index', 0) == 0
+    totals['processes'] += phases.get('startup_s', 0) > 0 and first
     for key, value in phases.items():
       totals[key] = totals.get(key, 0.0) + value
   return totals
