@@ -10,10 +10,12 @@ Each group of each experiment (tff_localsgd/suite.py) is a sweep under
 <out>/<experiment>/<group>/<trial>/; all of them run together in --parallel
 long-lived trial processes (pool.run_sweeps), the costliest trials first
 (trial_cost), so no slot idles between groups; up to --stack seeds of one
-group's setting train as one stacked computation (the same bits).
-Rerunning the same command resumes: finished trials are skipped. Then one trial is rerun in a fresh
-process to check that its final weights are bit-identical, and
-<out>/REPORT.md is written (benchmarks.report). suite.json records the
+group's setting train as one stacked computation (the same bits). Each
+trial process takes its share of the cores as TensorFlow's threads
+(suite.json's trial_threads). Rerunning the same command resumes: finished
+trials are skipped. Then one trial is rerun in a fresh process to check
+that its final weights are bit-identical, and <out>/REPORT.md is written
+(benchmarks.report). suite.json records the
 suite's wall time, its core-seconds (wall time x --parallel: what it held)
 and CPU seconds (user + system of the trial processes and their TFF
 workers, getrusage(RUSAGE_CHILDREN)), and per experiment its trials'
@@ -41,6 +43,7 @@ from tff_localsgd import reporting
 from tff_localsgd import reproduction
 from tff_localsgd import suite as suite_lib
 from tff_localsgd.sweep import grid
+from tff_localsgd.sweep import processes
 
 flags.DEFINE_enum('preset', 'quick', suite_lib.PRESETS, 'suite size')
 flags.DEFINE_string('out', None, 'suite directory (results and REPORT.md)')
@@ -99,6 +102,7 @@ def main(argv):
                 'planned_trials': sum(len(t) for _, _, t in steps),
                 'epsilon': suite_lib.epsilon(FLAGS.preset),
                 'parallel': FLAGS.parallel, 'stack': FLAGS.stack,
+                'trial_threads': processes.trial_threads(FLAGS.parallel),
                 'trial_s': {}, 'phases_s': {}}
   recorders.write_json(os.path.join(out, 'provenance.json'), origin)
   reproduction.run_suite(out, steps, suite_info, FLAGS.parallel,

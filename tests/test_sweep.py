@@ -707,3 +707,27 @@ def test_trial_worker_replies_once_per_stack_member_in_order(tmp_path):
   stack_log = (tmp_path / 'b.log').read_text()
   assert 'b: completed after 2 rounds' in stack_log
   assert 'a: completed after 2 rounds' in stack_log
+
+
+def _launched_threads(monkeypatch, threads, user=None):
+  """The thread variables a process _launch started sees."""
+  for name in processes.THREAD_VARIABLES:
+    monkeypatch.delenv(name, raising=False)
+    if user:
+      monkeypatch.setenv(name, user)
+  proc = processes._launch(sys.executable, ['-c', (
+      'import os; print([os.environ.get(n) for n in '
+      f'{processes.THREAD_VARIABLES!r}])')], threads, stdout=subprocess.PIPE)
+  out, _ = proc.communicate(timeout=60)
+  return out.decode().strip()
+
+
+def test_trial_processes_share_the_cores_as_tensorflow_threads(monkeypatch):
+  cores = len(os.sched_getaffinity(0))
+  assert processes.trial_threads(1) is None  # alone: TensorFlow's default
+  assert processes.trial_threads(2) == max(1, cores // 2)
+  assert processes.trial_threads(4 * cores) == 1
+  assert _launched_threads(monkeypatch, 3) == "['3', '3']"
+  assert _launched_threads(monkeypatch, None) == '[None, None]'
+  # The caller's own setting wins.
+  assert _launched_threads(monkeypatch, 3, user='2') == "['2', '2']"

@@ -4,9 +4,10 @@ trial processes, stopped on SIGINT/SIGTERM.
   results = pool.run_sweep(trials, 'runs/demo', parallel=2)
 
 Trials run in `parallel` trial processes (benchmarks.trial_worker), each in
-its own process group, which import TensorFlow and TFF once and train trial
-after trial (a crashed or hung trial cannot take the sweep down, and killing
-the group stops it); a process whose trial did not complete or diverge is
+its own process group, with its share of the cores as TensorFlow's threads
+(processes.trial_threads), which import TensorFlow and TFF once and train
+trial after trial (a crashed or hung trial cannot take the sweep down, and
+killing the group stops it); a process whose trial did not complete or diverge is
 replaced by a fresh one. With fresh_process=True each trial is its own
 `benchmarks.train` process instead; the results are the same bits (tested).
 A trial whose summary.json says completed or diverged is done and is
@@ -58,15 +59,16 @@ class Interrupted(KeyboardInterrupt):
 class _FreshProcesses:
   """Each trial in a new `benchmarks.train` process (fresh_process=True)."""
 
-  def __init__(self, python, timeout_s):
-    self.python, self.timeout_s = python, timeout_s
+  def __init__(self, python, timeout_s, threads=None):
+    self.python, self.timeout_s, self.threads = python, timeout_s, threads
 
   def pick(self, pending) -> int:
     del pending
     return 0
 
   def start(self, unit) -> processes.Started:
-    return processes.Running(unit, self.python, self.timeout_s)
+    return processes.Running(unit, self.python, self.timeout_s,
+                             self.threads)
 
   def done(self, running, unit_results):
     del running, unit_results
@@ -81,8 +83,9 @@ class _Pool:
   timed out, killed), or that ran MAX_TRIALS_PER_PROCESS trials, is
   retired, and the next unit gets a fresh one."""
 
-  def __init__(self, python, timeout_s, module):
+  def __init__(self, python, timeout_s, module, threads=None):
     self.python, self.timeout_s, self.module = python, timeout_s, module
+    self.threads = threads
     self.idle = []
     self.running = []  # the seedless keys of the units running
 
@@ -105,7 +108,8 @@ class _Pool:
       worker = same[0] if same else self.idle[-1]
       self.idle.remove(worker)
     else:
-      worker = processes.Worker(unit.sweep_dir, self.python, self.module)
+      worker = processes.Worker(unit.sweep_dir, self.python, self.module,
+                                self.threads)
     worker.last_key = key
     self.running.append(key)
     return processes.Pooled(unit, worker, self.timeout_s)
@@ -329,8 +333,9 @@ def run_sweeps(sweeps, *, parallel: int = 1, python: str = sys.executable,
     pending = grid.stack_units(pending, 1 if fresh_process else stack)
     if cost is not None:  # stable among equals
       pending.sort(key=lambda unit: -sum(map(cost, unit.trials)))
-    launcher = (_FreshProcesses(python, timeout_s) if fresh_process
-                else _Pool(python, timeout_s, worker_module))
+    threads = processes.trial_threads(parallel)
+    launcher = (_FreshProcesses(python, timeout_s, threads) if fresh_process
+                else _Pool(python, timeout_s, worker_module, threads))
     _run_pending(pending, parallel, launcher, record)
   return [[finished[sweep_dir, t.name] for t in trials]
           for trials, sweep_dir in sweeps]

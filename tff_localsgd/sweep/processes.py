@@ -50,13 +50,31 @@ def signal_group(proc, sig):
     pass  # the group is gone
 
 
-def _launch(python, args, **popen_args) -> subprocess.Popen:
-  """`python args` through _LAUNCHER, in a new session (process group)."""
+def trial_threads(parallel: int) -> int | None:
+  """The TensorFlow threads (intra- and inter-op) of each of `parallel`
+  trial processes: the cores shared out, or None (TensorFlow's default,
+  every core) for one. Two trial processes of every core's threads on 2
+  cores ran the suite's rounds 1.0-1.6x slower than of one thread each,
+  with the same bits (m = 64 to 2048; docs/performance.md)."""
+  if parallel <= 1:
+    return None
+  return max(1, len(os.sched_getaffinity(0)) // parallel)
+
+
+THREAD_VARIABLES = ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
+
+
+def _launch(python, args, threads=None, **popen_args) -> subprocess.Popen:
+  """`python args` through _LAUNCHER, in a new session (process group);
+  threads: trial_threads', unless the caller's environment sets them."""
   env = dict(os.environ)
   # benchmarks/ importable from any working directory; relative paths in
   # flags (--data_dir) still mean what they meant to the caller.
   env['PYTHONPATH'] = os.pathsep.join(
       p for p in (_REPO, env.get('PYTHONPATH')) if p)
+  for name in THREAD_VARIABLES:
+    if threads and name not in os.environ:
+      env[name] = str(threads)
   return subprocess.Popen(
       [sys.executable, '-c', _LAUNCHER, str(os.getpid()), python, *args],
       env=env, start_new_session=True, **popen_args)
@@ -146,7 +164,7 @@ class Started:
 class Running(Started):
   """A unit of one trial as `benchmarks.train` in a process of its own."""
 
-  def __init__(self, unit, python, timeout_s):
+  def __init__(self, unit, python, timeout_s, threads=None):
     (trial,) = unit.trials  # a process of its own never stacks
     super().__init__(unit, timeout_s)
     args = _train_args(trial, unit.sweep_dir)
@@ -154,7 +172,7 @@ class Running(Started):
     self.log.write(('$ ' + ' '.join([python, *args]) + '\n').encode())
     self.log.flush()
     try:
-      self.proc = _launch(python, args, stdin=subprocess.DEVNULL,
+      self.proc = _launch(python, args, threads, stdin=subprocess.DEVNULL,
                           stdout=self.log, stderr=subprocess.STDOUT)
     except BaseException:
       self.log.close()
@@ -176,11 +194,12 @@ class Worker:
   tff_localsgd/trial_worker.py) in a process group of its own; its output
   between trials goes to logs/processes.log."""
 
-  def __init__(self, sweep_dir, python, module):
+  def __init__(self, sweep_dir, python, module, threads=None):
     log_path = os.path.join(sweep_dir, records.LOGS, PROCESSES_LOG)
     with open(log_path, 'ab') as log:
-      self.proc = _launch(python, ['-m', module], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=log)
+      self.proc = _launch(python, ['-m', module], threads,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=log)
     os.set_blocking(self.proc.stdout.fileno(), False)
     self._buffer = b''
     self.trials = 0  # started in this process
