@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= reports/quick-cpu
 PRESET ?= quick
+# Each trial process's TensorFlow threads: shared = cores // --parallel,
+# faster on a small machine but a float32 matmul's bits depend on it (all =
+# TensorFlow's default, the bits of a run alone); docs/performance.md.
+TRIAL_THREADS ?= shared
 
 .PHONY: reproduce test test-container clean
 
@@ -24,7 +28,8 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 reproduce: $(VENV)/.installed
-	$(BIN)/python -m benchmarks.reproduce --preset=$(PRESET) --out=$(OUT)
+	$(BIN)/python -m benchmarks.reproduce --preset=$(PRESET) --out=$(OUT) \
+	  --trial_threads=$(TRIAL_THREADS)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

@@ -10,9 +10,9 @@ Each group of each experiment (tff_localsgd/suite.py) is a sweep under
 <out>/<experiment>/<group>/<trial>/; all of them run together in --parallel
 long-lived trial processes (pool.run_sweeps), the costliest trials first
 (trial_cost), so no slot idles between groups; up to --stack seeds of one
-group's setting train as one stacked computation (the same bits). Each
-trial process takes its share of the cores as TensorFlow's threads
-(suite.json's trial_threads). Rerunning the same command resumes: finished
+group's setting train as one stacked computation (the same bits);
+--trial_threads=shared gives each trial process its share of the cores as
+TensorFlow's threads (faster, bits to a tolerance; suite.json records it). Rerunning the same command resumes: finished
 trials are skipped. Then one trial is rerun in a fresh process to check
 that its final weights are bit-identical, and <out>/REPORT.md is written
 (benchmarks.report). suite.json records the
@@ -56,6 +56,12 @@ flags.DEFINE_integer('stack', 4, 'train up to this many seeds of one '
                      'trial process (mlp, no diagnostics, clients_per_pack=1, '
                      f'width <= {grid.STACK_MAX_WIDTH}); 1 = each trial on '
                      'its own. Results are bit-identical either way')
+flags.DEFINE_string('trial_threads', processes.ALL_THREADS,
+                    "TensorFlow's threads in each trial process: 'all' "
+                    "(its default, every core: the bits of a run alone), "
+                    "'shared' (cores // --parallel: faster, but a float32 "
+                    "matmul's bits depend on its threads, so results agree "
+                    'only to a tolerance) or a number')
 flags.DEFINE_bool('plan', False, 'print the trials, their rounds and an '
                   'estimated time (one short measured run per width), and '
                   'exit without running the suite')
@@ -73,6 +79,10 @@ def main(argv):
     flag_defs.exit_bad_input('--parallel: must be >= 1')
   if FLAGS.stack < 1:
     flag_defs.exit_bad_input('--stack: must be >= 1')
+  try:
+    threads = processes.trial_threads(FLAGS.trial_threads, FLAGS.parallel)
+  except config_lib.ConfigError as e:
+    flag_defs.exit_bad_input(str(e))
   known = {s.name for s in suite_lib.suite(FLAGS.preset)}
   unknown = set(FLAGS.studies) - known
   if unknown:
@@ -102,12 +112,12 @@ def main(argv):
                 'planned_trials': sum(len(t) for _, _, t in steps),
                 'epsilon': suite_lib.epsilon(FLAGS.preset),
                 'parallel': FLAGS.parallel, 'stack': FLAGS.stack,
-                'trial_threads': processes.trial_threads(FLAGS.parallel),
+                'trial_threads': threads or processes.ALL_THREADS,
                 'trial_s': {}, 'phases_s': {}}
   recorders.write_json(os.path.join(out, 'provenance.json'), origin)
   reproduction.run_suite(out, steps, suite_info, FLAGS.parallel,
-                         FLAGS.trial_timeout_s, FLAGS.stack)
-  result = reproduction.check_widest(out, FLAGS.preset, steps)
+                         FLAGS.trial_timeout_s, FLAGS.stack, threads)
+  result = reproduction.check_widest(out, FLAGS.preset, steps, threads)
   if result:
     logging.info('determinism: %s', 'bit-identical' if result['identical']
                  else 'DIFFERENT')

@@ -43,6 +43,7 @@ from tff_localsgd import config as config_lib
 from tff_localsgd.sweep import grid
 from tff_localsgd.sweep import hparams
 from tff_localsgd.sweep import pool
+from tff_localsgd.sweep import processes
 from tff_localsgd.sweep import records
 
 flag_defs.define_config_flags()
@@ -63,6 +64,12 @@ flags.DEFINE_integer('stack', 4, 'train up to this many seeds of one grid '
                      '(mlp, no diagnostics, clients_per_pack=1, width <= '
                      f'{grid.STACK_MAX_WIDTH}); 1 = each trial on its own. '
                      'Results are bit-identical either way')
+flags.DEFINE_string('trial_threads', processes.ALL_THREADS,
+                    "TensorFlow's threads in each trial process: 'all' "
+                    "(its default, every core: the bits of a run alone), "
+                    "'shared' (cores // --parallel: faster with --parallel "
+                    '> 1, but a float32 matmul\'s bits depend on its threads, '
+                    'so results agree only to a tolerance) or a number')
 FLAGS = flags.FLAGS
 
 
@@ -74,6 +81,7 @@ def _check_sweep_flags():
                                  f'must be >= 1, got {FLAGS.parallel}')
   if FLAGS.stack < 1:
     raise config_lib.ConfigError('stack', f'must be >= 1, got {FLAGS.stack}')
+  processes.trial_threads(FLAGS.trial_threads, FLAGS.parallel)
   if not FLAGS.trial_timeout_s >= 0:
     raise config_lib.ConfigError(
         'trial_timeout_s', f'must be >= 0, got {FLAGS.trial_timeout_s}')
@@ -147,7 +155,9 @@ def main(argv):
                              timeout_s=FLAGS.trial_timeout_s or None,
                              on_progress=_Progress(),
                              fresh_process=FLAGS.fresh_process,
-                             stack=FLAGS.stack)
+                             stack=FLAGS.stack,
+                             threads=processes.trial_threads(
+                                 FLAGS.trial_threads, FLAGS.parallel))
   except pool.Interrupted as e:
     logging.error('sweep %s %s; run the same command to resume', sweep_dir, e)
     return 128 + e.signum

@@ -368,3 +368,12 @@ def test_the_report_is_rebuilt_without_tensorflow(tmp_path):
   assert (without / 'REPORT.md').read_text() == (
       with_tf / 'REPORT.md').read_text()
   assert not list(without.glob('events.out.tfevents.*'))
+
+
+@pytest.mark.parametrize('info,want', [
+    ({}, ''), ({'stack': 1, 'trial_threads': 'all'}, ''),
+    ({'stack': 4, 'trial_threads': 1},
+     ' (up to 4 seeds stacked; 1 TensorFlow thread(s) per trial process '
+     '(--trial_threads; bits to a tolerance))')])
+def test_the_cost_line_says_how_the_trials_ran(info, want):
+  assert report._execution(info) == want

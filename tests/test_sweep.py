@@ -722,12 +722,42 @@ def _launched_threads(monkeypatch, threads, user=None):
   return out.decode().strip()
 
 
-def test_trial_processes_share_the_cores_as_tensorflow_threads(monkeypatch):
+def test_trial_threads_all_shared_or_a_number(monkeypatch):
   cores = len(os.sched_getaffinity(0))
-  assert processes.trial_threads(1) is None  # alone: TensorFlow's default
-  assert processes.trial_threads(2) == max(1, cores // 2)
-  assert processes.trial_threads(4 * cores) == 1
+  assert processes.trial_threads('all', 2) is None  # TensorFlow's default
+  assert processes.trial_threads('shared', 2) == max(1, cores // 2)
+  assert processes.trial_threads('shared', 4 * cores) == 1
+  assert processes.trial_threads('3', 2) == 3
+  for bad in ('0', '-1', 'half', ''):
+    with pytest.raises(config_lib.ConfigError) as info:
+      processes.trial_threads(bad, 2)
+    assert info.value.field == 'trial_threads'
   assert _launched_threads(monkeypatch, 3) == "['3', '3']"
   assert _launched_threads(monkeypatch, None) == '[None, None]'
   # The caller's own setting wins.
   assert _launched_threads(monkeypatch, 3, user='2') == "['2', '2']"
+
+
+def test_one_thread_agrees_with_every_core_to_a_tolerance(tmp_path):
+  # --trial_threads changes a float32 matmul's bits (the quick preset's
+  # depth-2 and depth-4 trials at m = 1024 did); a run of one thread must
+  # still agree with one of TensorFlow's default threads to 1e-4, every
+  # round's losses and the prediction (float64, NumPy's threads).
+  flags = ['--dataset=synthetic', '--num_examples=64', '--input_dim=16',
+           '--num_clients=4', '--width=1024', '--depth=2',
+           '--train_layers=hidden', '--lr_scale=width', '--client_lr=4',
+           '--algorithm=local_gd', '--local_steps=5', '--rounds=4',
+           '--engine=inprocess', f'--root_dir={tmp_path}']
+  rows = {}
+  for name, threads in (('all', None), ('one', 1)):
+    subprocess.run([sys.executable, '-m', 'benchmarks.train', *flags,
+                    f'--experiment={name}'], check=True, cwd=ROOT,
+                   env=processes.thread_env(threads), capture_output=True)
+    with open(tmp_path / name / 'metrics.csv') as f:
+      rows[name] = list(csv.DictReader(f))
+  assert len(rows['one']) == len(rows['all']) == 5
+  for one, every in zip(rows['one'], rows['all']):
+    for column, value in every.items():
+      if value and not column.startswith('system_'):
+        assert float(one[column]) == pytest.approx(float(value), rel=1e-4), (
+            column)

@@ -37,6 +37,7 @@ from tff_localsgd import rundir
 from tff_localsgd import suite as suite_lib
 from tff_localsgd.sweep import grid
 from tff_localsgd.sweep import pool
+from tff_localsgd.sweep import processes
 from tff_localsgd.sweep import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -241,10 +242,11 @@ def _core_s() -> float:
 
 
 def run_suite(out, steps, suite_info, parallel: int, timeout_s: float,
-              stack: int = 1):
+              stack: int = 1, threads: int | None = None):
   """Runs every group's sweep in one set of --parallel trial processes,
   the costliest trials first, up to `stack` seed siblings as one stacked
-  computation (pool.run_sweeps); records the suite's wall time, core-seconds
+  computation, with `threads` TensorFlow threads each (pool.run_sweeps);
+  records the suite's wall time, core-seconds
   (wall x --parallel, what the suite held) and CPU seconds, and per
   experiment the trials' seconds (trial_s) and their seconds by phase
   (records.phase_totals)."""
@@ -254,7 +256,7 @@ def run_suite(out, steps, suite_info, parallel: int, timeout_s: float,
        for spec, label, trials in steps],
       parallel=parallel, timeout_s=timeout_s,
       on_progress=functools.partial(_progress, out, start), cost=trial_cost,
-      stack=stack)
+      stack=stack, threads=threads)
   wall = time.monotonic() - start
   suite_info.update(wall_time_s=wall, core_s=wall * parallel,
                     cpu_s=_core_s() - cpu)
@@ -276,8 +278,9 @@ def record_binary_wall(out, seconds: float):
   recorders.write_json(path, {**info, 'binary_wall_s': seconds})
 
 
-def check_determinism(out, trial_dir):
-  """Reruns one finished trial in a fresh process; compares weight hashes."""
+def check_determinism(out, trial_dir, threads: int | None = None):
+  """Reruns one finished trial in a fresh process, with the suite's
+  TensorFlow threads (processes.thread_env); compares weight hashes."""
   trial = rundir.RunDir(path=trial_dir)
   config, original = trial.read_config(), trial.read_summary()
   rerun_root = os.path.join(out, 'determinism')
@@ -286,7 +289,8 @@ def check_determinism(out, trial_dir):
           if k not in ('root_dir', 'experiment')]
   subprocess.run([sys.executable, '-m', 'benchmarks.train', *args,
                   f'--root_dir={rerun_root}', '--experiment=rerun'],
-                 cwd=REPO, check=True, capture_output=True)
+                 cwd=REPO, check=True, capture_output=True,
+                 env=processes.thread_env(threads))
   rerun = rundir.RunDir(path=os.path.join(rerun_root, 'rerun')).read_summary()
   result = {'trial': os.path.relpath(trial_dir, out),
             'original_sha256': original.get('final_weights_sha256'),
@@ -296,7 +300,7 @@ def check_determinism(out, trial_dir):
   return result
 
 
-def check_widest(out, preset, steps):
+def check_widest(out, preset, steps, threads: int | None = None):
   """check_determinism of the last trial of the preset's first experiment
   (E1's widest), if the suite ran it and it wrote a summary; else None."""
   first = suite_lib.suite(preset)[0].name
@@ -309,4 +313,4 @@ def check_widest(out, preset, steps):
                                            trials[-1].name))
   if widest.read_summary() is None:
     return None
-  return check_determinism(out, widest.path)
+  return check_determinism(out, widest.path, threads)

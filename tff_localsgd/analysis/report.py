@@ -142,6 +142,18 @@ def _phase_text(phases, spent) -> str:
       f'{k} {v:.0f}' for k, v in seconds.items()) + share)
 
 
+def _execution(info) -> str:
+  """How the trials ran, where suite.json records it: --stack and
+  --trial_threads (a speed lever that changes bits, so the report says)."""
+  parts = []
+  if info.get('stack', 1) > 1:
+    parts.append(f'up to {info["stack"]} seeds stacked')
+  if info.get('trial_threads', 'all') != 'all':
+    parts.append(f'{info["trial_threads"]} TensorFlow thread(s) per trial '
+                 'process (--trial_threads; bits to a tolerance)')
+  return f' ({"; ".join(parts)})' if parts else ''
+
+
 def _suite_cost_line(info) -> str:
   """The suite's wall time, core-seconds (wall x parallel) and the share of
   them inside rounds and diagnostics, over the trials and over the whole
@@ -152,9 +164,9 @@ def _suite_cost_line(info) -> str:
                for phases in info.get('phases_s', {}).values())
   core = info['core_s']
   line = (f'The suite\'s trials ran in {info["wall_time_s"]:.0f} s of wall '
-          f'time with {info["parallel"]} trials at a time: {core:.0f} '
-          f'core-seconds (wall x parallel), {info.get("cpu_s", 0):.0f} CPU '
-          f'seconds. Training (rounds and diagnostics: the sum of every '
+          f'time with {info["parallel"]} trials at a time{_execution(info)}: '
+          f'{core:.0f} core-seconds (wall x parallel), '
+          f'{info.get("cpu_s", 0):.0f} CPU seconds. Training (rounds and diagnostics: the sum of every '
           f'trial\'s system/round_time_s and system/diag_time_s in '
           f'metrics.csv) took {inside:.0f} s, {inside / core:.0%} of those '
           'core-seconds')

@@ -4,8 +4,8 @@ trial processes, stopped on SIGINT/SIGTERM.
   results = pool.run_sweep(trials, 'runs/demo', parallel=2)
 
 Trials run in `parallel` trial processes (benchmarks.trial_worker), each in
-its own process group, with its share of the cores as TensorFlow's threads
-(processes.trial_threads), which import TensorFlow and TFF once and train
+its own process group (with `threads` TensorFlow threads, if given:
+processes.trial_threads), which import TensorFlow and TFF once and train
 trial after trial (a crashed or hung trial cannot take the sweep down, and
 killing the group stops it); a process whose trial did not complete or diverge is
 replaced by a fresh one. With fresh_process=True each trial is its own
@@ -286,7 +286,8 @@ def run_sweeps(sweeps, *, parallel: int = 1, python: str = sys.executable,
                timeout_s: float | None = None, on_progress=None,
                fresh_process: bool = False,
                worker_module: str = processes.WORKER_MODULE,
-               cost=None, stack: int = 1) -> list:
+               cost=None, stack: int = 1, threads: int | None = None
+               ) -> list:
   """run_sweep for several sweeps, [(trials, sweep_dir)], whose trials share
   the `parallel` trial processes: a process goes from one sweep's trial to
   the next sweep's, so a sweep smaller than `parallel` leaves no slot idle
@@ -301,6 +302,8 @@ def run_sweeps(sweeps, *, parallel: int = 1, python: str = sys.executable,
   trial worker (grid.stack_units: stackable trials, width <=
   STACK_MAX_WIDTH; the same bits as one by one), timed out after timeout_s
   per member; 1, or fresh_process, trains every trial on its own.
+  threads: TensorFlow's threads in each trial process (None: its default,
+  every core; processes.trial_threads: a speed lever that changes bits).
   on_progress counts the trials of all the sweeps. Returns run_sweep's list
   for each sweep, in order.
   """
@@ -333,7 +336,6 @@ def run_sweeps(sweeps, *, parallel: int = 1, python: str = sys.executable,
     pending = grid.stack_units(pending, 1 if fresh_process else stack)
     if cost is not None:  # stable among equals
       pending.sort(key=lambda unit: -sum(map(cost, unit.trials)))
-    threads = processes.trial_threads(parallel)
     launcher = (_FreshProcesses(python, timeout_s, threads) if fresh_process
                 else _Pool(python, timeout_s, worker_module, threads))
     _run_pending(pending, parallel, launcher, record)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from tff_localsgd import config as config_lib
 from tff_localsgd import results
 from tff_localsgd import rundir
 from tff_localsgd.sweep import grid
@@ -50,15 +51,42 @@ def signal_group(proc, sig):
     pass  # the group is gone
 
 
-def trial_threads(parallel: int) -> int | None:
-  """The TensorFlow threads (intra- and inter-op) of each of `parallel`
-  trial processes: the cores shared out, or None (TensorFlow's default,
-  every core) for one. Two trial processes of every core's threads on 2
-  cores ran the suite's rounds 1.0-1.6x slower than of one thread each,
-  with the same bits (m = 64 to 2048; docs/performance.md)."""
-  if parallel <= 1:
+# --trial_threads: TensorFlow's default (every core: the bits of a run
+# alone), the cores shared out among the --parallel processes, or a number.
+ALL_THREADS, SHARED_THREADS = 'all', 'shared'
+
+
+def trial_threads(value: str, parallel: int) -> int | None:
+  """The TensorFlow threads (intra- and inter-op) of each trial process for
+  --trial_threads=value: None for 'all' (TensorFlow's default), cores //
+  parallel for 'shared', else the number. Raises ConfigError.
+
+  A speed lever that changes bits: on 2 cores, two trial processes of every
+  core's threads ran the suite's rounds up to 1.6x slower than of one each
+  (docs/performance.md), but a matmul's float32 sums depend on its threads:
+  4 of the quick preset's 287 trials (depth 2 and 4, m = 1024) ended with
+  other bits (final loss within 7e-5 relative; tests/test_sweep.py checks a
+  tolerance), the other 283 bit-identical.
+  """
+  if value == ALL_THREADS:
     return None
-  return max(1, len(os.sched_getaffinity(0)) // parallel)
+  if value == SHARED_THREADS:
+    return max(1, len(os.sched_getaffinity(0)) // parallel)
+  if not value.isdigit() or int(value) < 1:
+    raise config_lib.ConfigError(
+        'trial_threads', f"{ALL_THREADS!r}, {SHARED_THREADS!r} or a number "
+        f'>= 1, got {value!r}')
+  return int(value)
+
+
+def thread_env(threads: int | None) -> dict:
+  """os.environ with TensorFlow's thread variables set to threads (unless
+  the environment sets them already, or threads is None)."""
+  env = dict(os.environ)
+  for name in THREAD_VARIABLES:
+    if threads and name not in os.environ:
+      env[name] = str(threads)
+  return env
 
 
 THREAD_VARIABLES = ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
@@ -66,15 +94,12 @@ THREAD_VARIABLES = ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
 
 def _launch(python, args, threads=None, **popen_args) -> subprocess.Popen:
   """`python args` through _LAUNCHER, in a new session (process group);
-  threads: trial_threads', unless the caller's environment sets them."""
-  env = dict(os.environ)
+  threads: TensorFlow's threads in it (thread_env)."""
+  env = thread_env(threads)
   # benchmarks/ importable from any working directory; relative paths in
   # flags (--data_dir) still mean what they meant to the caller.
   env['PYTHONPATH'] = os.pathsep.join(
       p for p in (_REPO, env.get('PYTHONPATH')) if p)
-  for name in THREAD_VARIABLES:
-    if threads and name not in os.environ:
-      env[name] = str(threads)
   return subprocess.Popen(
       [sys.executable, '-c', _LAUNCHER, str(os.getpid()), python, *args],
       env=env, start_new_session=True, **popen_args)
