@@ -19,6 +19,8 @@ from absl import flags
 
 from tff_localsgd import config as config_lib
 from tff_localsgd import results
+from tff_localsgd.sweep import grid
+from tff_localsgd.sweep import processes
 
 FLAGS = flags.FLAGS
 
@@ -81,6 +83,22 @@ def define_config_flags():
   for field in dataclasses.fields(config_lib.ExperimentConfig):
     _DEFINE[config_lib.field_type(field.name)](field.name, field.default,
                                                _HELP[field.name])
+
+
+def define_trial_process_flags(point: str):
+  """--stack and --trial_threads of a binary that runs trials in a pool
+  (sweep, reproduce); point: what its seeds are seeds of."""
+  flags.DEFINE_integer(
+      'stack', 4, f'train up to this many seeds of one {point} as one '
+      'stacked computation in one trial process (mlp, no diagnostics, '
+      f'clients_per_pack=1, width <= {grid.STACK_MAX_WIDTH}); 1 = each '
+      'trial on its own. Results are bit-identical either way')
+  flags.DEFINE_string(
+      'trial_threads', processes.ALL_THREADS,
+      "TensorFlow's threads in each trial process: 'all' (its default, "
+      "every core: the bits of a run alone), 'shared' (cores // --parallel: "
+      "faster, but a float32 matmul's bits depend on its threads, so "
+      'results agree only to a tolerance) or a number')
 
 
 def config_from_flags() -> config_lib.ExperimentConfig:

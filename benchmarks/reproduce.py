@@ -42,7 +42,6 @@ from tff_localsgd import recorders
 from tff_localsgd import reporting
 from tff_localsgd import reproduction
 from tff_localsgd import suite as suite_lib
-from tff_localsgd.sweep import grid
 from tff_localsgd.sweep import processes
 
 flags.DEFINE_enum('preset', 'quick', suite_lib.PRESETS, 'suite size')
@@ -51,17 +50,7 @@ flags.DEFINE_integer('parallel', 2, 'trials run at once')
 flags.DEFINE_list('studies', [], 'run only these studies (e.g. E1_width); '
                   'default all')
 flags.DEFINE_float('trial_timeout_s', 3600, 'a trial running longer fails')
-flags.DEFINE_integer('stack', 4, 'train up to this many seeds of one '
-                     'group\'s setting as one stacked computation in one '
-                     'trial process (mlp, no diagnostics, clients_per_pack=1, '
-                     f'width <= {grid.STACK_MAX_WIDTH}); 1 = each trial on '
-                     'its own. Results are bit-identical either way')
-flags.DEFINE_string('trial_threads', processes.ALL_THREADS,
-                    "TensorFlow's threads in each trial process: 'all' "
-                    "(its default, every core: the bits of a run alone), "
-                    "'shared' (cores // --parallel: faster, but a float32 "
-                    "matmul's bits depend on its threads, so results agree "
-                    'only to a tolerance) or a number')
+flag_defs.define_trial_process_flags("group's setting")
 flags.DEFINE_bool('plan', False, 'print the trials, their rounds and an '
                   'estimated time (one short measured run per width), and '
                   'exit without running the suite')

@@ -59,17 +59,7 @@ flags.DEFINE_float('trial_timeout_s', 0, 'kill a trial running longer than '
 flags.DEFINE_bool('fresh_process', False, 'run each trial as its own '
                   'benchmarks.train process (imports TF and TFF per trial) '
                   'instead of in --parallel long-lived trial processes')
-flags.DEFINE_integer('stack', 4, 'train up to this many seeds of one grid '
-                     'point as one stacked computation in one trial process '
-                     '(mlp, no diagnostics, clients_per_pack=1, width <= '
-                     f'{grid.STACK_MAX_WIDTH}); 1 = each trial on its own. '
-                     'Results are bit-identical either way')
-flags.DEFINE_string('trial_threads', processes.ALL_THREADS,
-                    "TensorFlow's threads in each trial process: 'all' "
-                    "(its default, every core: the bits of a run alone), "
-                    "'shared' (cores // --parallel: faster with --parallel "
-                    '> 1, but a float32 matmul\'s bits depend on its threads, '
-                    'so results agree only to a tolerance) or a number')
+flag_defs.define_trial_process_flags('grid point')
 FLAGS = flags.FLAGS
 
 
