@@ -286,3 +286,14 @@ def parse_value(name: str, value, where: str = ''):
   except ValueError:
     raise ConfigError(name, f'{value!r} is not a {kind.__name__}{where}') \
         from None
+
+
+def check_stack(configs) -> None:
+  """Raises ConfigError unless the configs can train as one stack: each
+  check_stackable, and all differing only in seed, budget and run directory
+  (seedless equal)."""
+  for config in configs:
+    config.check_stackable()
+  if len({config.seedless() for config in configs}) != 1:
+    raise ConfigError('seed', 'stacked runs differ only in seed, rounds and '
+                      'run directory')

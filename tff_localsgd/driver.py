@@ -143,21 +143,16 @@ def _lockstep(runs):
 def train_stack(configs, *, overwrite=False, stop=None,
                 startup_s: float = 0.0) -> list:
   """train() for S configs that differ only in seed, budget and run
-  directory (ExperimentConfig.seedless equal; each check_stackable): their
-  Outcomes, in order. The fresh runs (new, or cleared by `overwrite`)
-  train as one stack (stacked_training.py), each into its own run
-  directory, as it would alone but for summary.json's `stack`; a run to
-  resume runs alone after them (from its checkpoint), and a completed one
+  directory (config.check_stack): their Outcomes, in order. The fresh runs
+  (new, or cleared by `overwrite`) train as one stack (stacked_training.py),
+  each into its own run directory, as it would alone but for summary.json's
+  `stack`; a run to resume runs alone after them (from its checkpoint), and a completed one
   is left as it is. startup_s is shared by the runs. Raises BadInput before
   anything is written.
   """
   tick = time.perf_counter()
   try:
-    for config in configs:
-      config.check_stackable()
-    if len({config.seedless() for config in configs}) != 1:
-      raise config_lib.ConfigError('seed', 'stacked runs differ only in '
-                                   'seed, rounds and run directory')
+    config_lib.check_stack(configs)
   except config_lib.ConfigError as e:
     raise BadInput(str(e)) from None
   setups = [_setup(config) for config in configs]

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import time
 
+from tff_localsgd import config as config_lib
 from tff_localsgd import engines
 from tff_localsgd import process as process_lib
 from tff_localsgd import results
@@ -87,16 +88,11 @@ class _Computations:
 
 class Stack:
   """S fresh runs of configs that differ only in seed, budget and run
-  directory (ExperimentConfig.seedless equal, each check_stackable), as
-  one computation: `members`, one per setup (training.Setup)."""
+  directory (config.check_stack), as one computation: `members`, one per
+  setup (training.Setup)."""
 
   def __init__(self, setups):
-    configs = [setup.config for setup in setups]
-    if len({config.seedless() for config in configs}) != 1:
-      raise ValueError('stacked runs differ only in seed, rounds and run '
-                       'directory')
-    for config in configs:
-      config.check_stackable()
+    config_lib.check_stack([setup.config for setup in setups])
     self.setups = tuple(setups)
     self.members = tuple(Member(self, s) for s in range(len(setups)))
     self._live = set(range(len(setups)))

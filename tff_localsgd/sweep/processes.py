@@ -54,6 +54,7 @@ def signal_group(proc, sig):
 # --trial_threads: TensorFlow's default (every core: the bits of a run
 # alone), the cores shared out among the --parallel processes, or a number.
 ALL_THREADS, SHARED_THREADS = 'all', 'shared'
+THREAD_VARIABLES = ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
 
 
 def trial_threads(value: str, parallel: int) -> int | None:
@@ -87,9 +88,6 @@ def thread_env(threads: int | None) -> dict:
     if threads and name not in os.environ:
       env[name] = str(threads)
   return env
-
-
-THREAD_VARIABLES = ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')
 
 
 def _launch(python, args, threads=None, **popen_args) -> subprocess.Popen:
