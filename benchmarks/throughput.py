@@ -39,6 +39,11 @@ also times one large matmul (4096^3, best of 5) on the same device: the
 achieved GFLOP/s is reported against it. FLOPs are counted analytically
 (round_flops). A cell whose estimated round time at the machine's peak
 exceeds --budget_s is skipped and marked so.
+
+On a shared machine a cell's median can be off by 2x when the load changes
+between cells. --repeats=R measures a row's settings R times, taking turns
+(A B C, B C A, ...), so that each setting sees the same moments of load, and
+reports each cell's median repeat; its R times are in the JSON.
 """
 
 import dataclasses
@@ -98,6 +103,10 @@ flags.DEFINE_list('settings', list(SETTINGS), 'settings to compare')
 flags.DEFINE_integer('stack', 4, 'S: the seeds the inprocess_stacked '
                      'settings train in one round')
 flags.DEFINE_integer('examples_per_client', 100, 'n_i')
+flags.DEFINE_integer('repeats', 1, 'R: each cell is measured R times, '
+                     'in fresh processes, the settings of a row taking '
+                     'turns (rotated each repeat); a cell reports the '
+                     'repeat of median time')
 flags.DEFINE_float('budget_s', 20.0, 'skip cells whose round would take '
                    'longer than this at the measured peak')
 flags.DEFINE_string('out', 'reports/perf/PERF.md', 'Markdown report; the '
@@ -377,6 +386,33 @@ def _run_child(cell) -> dict:
   return json.loads(lines[-1])
 
 
+def _by_row(cells) -> list[list]:
+  """cells grouped by their (m, N, K), in order."""
+  rows = {}
+  for cell in cells:
+    rows.setdefault(tuple(cell[k] for k in GRID_KEYS), []).append(cell)
+  return list(rows.values())
+
+
+def turns(num_settings: int, repeats: int) -> list[int]:
+  """The order a row's settings are measured in: R rounds of turns, the
+  r-th starting at setting r mod S (0 1 2, 1 2 0, 2 0 1, ...)."""
+  return [(r + i) % num_settings for r in range(repeats)
+          for i in range(num_settings)]
+
+
+def median_repeat(runs: list[dict]) -> dict:
+  """A cell's R runs as one: the run of median seconds_per_round (the lower
+  of the two middle ones when R is even), with every run's time in
+  repeat_seconds; a failed run fails the cell."""
+  failed = [run for run in runs if 'error' in run]
+  if failed:
+    return failed[0]
+  times = [run['seconds_per_round'] for run in runs]
+  middle = sorted(range(len(runs)), key=times.__getitem__)[(len(runs) - 1) // 2]
+  return dict(runs[middle], repeat_seconds=times)
+
+
 def _table(results, settings) -> list[str]:
   """Markdown: s/round (fraction of peak) per setting, and the ratios."""
   def key(r):
@@ -465,7 +501,10 @@ def write_report(results, peak: float, config, out: str):
       f'on {platform.processor() or platform.machine()}, '
       f'{os.cpu_count()} cores; one large fp32 matmul at the start: '
       f'{peak:.0f} GFLOP/s. Each cell: seconds per round (median of '
-      f'{config.rounds} after a warm-up; {" and ".join(STACKED)}: per '
+      f'{config.rounds} after a warm-up'
+      + (f', in the median of {FLAGS.repeats} repeats, the settings of a row '
+         'taking turns' if FLAGS.repeats > 1 else '') +
+      f'; {" and ".join(STACKED)}: per '
       f'trial, a round of {FLAGS.stack} seeds / {FLAGS.stack}) and, in '
       'brackets, the achieved '
       'GFLOP/s as a fraction of the matmul peak measured in that cell\'s own '
@@ -518,6 +557,8 @@ def _cells(rows, config) -> list:
   if unknown:
     flag_defs.exit_bad_input(f'--settings: unknown {unknown}; choose from '
                              f'{", ".join(SETTINGS)}')
+  if FLAGS.repeats < 1:
+    flag_defs.exit_bad_input(f'--repeats: must be >= 1, got {FLAGS.repeats}')
   if FLAGS.stack < 1:
     flag_defs.exit_bad_input(f'--stack: must be >= 1, got {FLAGS.stack}')
   cells = [dict(setting=setting, width=width, num_clients=n_clients,
@@ -545,14 +586,20 @@ def main(argv):
   cells = _cells(_rows(), config)
   peak = matmul_peak('/CPU:0')
   results = []
-  for cell in cells:
-    estimate = round_flops(_config(cell), FLAGS.examples_per_client) / 1e9 / peak
-    if estimate > FLAGS.budget_s:
-      results.append(dict(cell, skipped=f'~{estimate:.0f} s/round at peak'))
-      continue
-    results.append(_run_child(cell))
-    print(json.dumps(results[-1]), flush=True)
-    # An interrupted run keeps its cells.
+  for row in _by_row(cells):
+    estimates = [round_flops(_config(cell), FLAGS.examples_per_client) / 1e9
+                 / peak for cell in row]
+    results += [dict(cell, skipped=f'~{estimate:.0f} s/round at peak')
+                for cell, estimate in zip(row, estimates)
+                if estimate > FLAGS.budget_s]
+    row = [cell for cell, estimate in zip(row, estimates)
+           if estimate <= FLAGS.budget_s]
+    runs = [[] for _ in row]
+    for i in turns(len(row), FLAGS.repeats):
+      runs[i].append(_run_child(row[i]))
+      print(json.dumps(runs[i][-1]), flush=True)
+    results += [median_repeat(cell_runs) for cell_runs in runs]
+    # An interrupted run keeps its rows.
     write_report(results, peak, config, FLAGS.out)
   return 0
 

@@ -85,3 +85,34 @@ def test_what_the_stacked_setting_cannot_run_is_refused(flag, message):
       capture_output=True, text=True, check=False)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [message]
+
+
+def test_each_repeat_starts_a_row_at_the_next_setting():
+  assert throughput.turns(3, 3) == [0, 1, 2, 1, 2, 0, 2, 0, 1]
+  assert throughput.turns(2, 1) == [0, 1]
+  # Every setting is measured once per repeat.
+  order = throughput.turns(4, 5)
+  assert all(sorted(order[r * 4:(r + 1) * 4]) == [0, 1, 2, 3]
+             for r in range(5))
+
+
+def test_a_cell_reports_its_median_repeat():
+  runs = [dict(seconds_per_round=s, gflops=g)
+          for s, g in [(3.0, 1.0), (1.0, 3.0), (2.0, 1.5)]]
+  cell = throughput.median_repeat(runs)
+  assert cell == dict(seconds_per_round=2.0, gflops=1.5,
+                      repeat_seconds=[3.0, 1.0, 2.0])
+  # Even R: the lower of the two middle runs.
+  assert throughput.median_repeat(runs[:2])['seconds_per_round'] == 1.0
+  # A failed repeat fails the cell.
+  failed = dict(error=['Traceback'])
+  assert throughput.median_repeat(runs + [failed]) == failed
+
+
+def test_repeats_below_one_are_refused():
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.throughput', '--repeats=0',
+       '--rows=64:4:5'], capture_output=True, text=True, check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      'error: --repeats: must be >= 1, got 0']
