@@ -199,3 +199,33 @@ def test_numpy_reference_gradient_equals_finite_differences(loss):
   analytic = np.array([grads[l][i, j] for l, i, j in coordinates])
   assert np.max(np.abs(analytic)) > 1e-3
   np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
+
+
+
+@pytest.mark.parametrize('pack', [False, True])
+@pytest.mark.parametrize('known_size', [False, True])
+def test_mse_gradient_by_hand_has_the_bits_of_the_derived_one(pack,
+                                                              known_size):
+  # The training loss's hand-written gradient against the one TensorFlow
+  # derives for mean_loss('mse'), inside a graph as a round runs it: its
+  # float32 operations are meant to be the same, in the same order.
+  shape = [3, 17, 2] if pack else [17, 2]
+  rng = np.random.default_rng(8)
+  logits, y = (rng.standard_normal(shape).astype(np.float32) for _ in '01')
+  spec = tf.TensorSpec(shape if known_size else
+                       [3, None, 2] if pack else [None, 2], tf.float32)
+
+  @tf.function(input_signature=[spec, spec])
+  def derived(f, y):
+    with tf.GradientTape() as tape:
+      tape.watch(f)
+      value = models.mean_loss('mse', f, y)
+    return value, tape.gradient(value, f)
+
+  by_hand = tf.function(models.mse_and_gradient, input_signature=[spec, spec])
+  want = [t.numpy() for t in derived(logits, y)]
+  got = [t.numpy() for t in by_hand(logits, y)]
+  # dF/df = (f - y) / n, independently.
+  np.testing.assert_allclose(got[1], (logits - y) / 17, rtol=1e-6)
+  for a, b in zip(got, want):
+    np.testing.assert_array_equal(a, b)

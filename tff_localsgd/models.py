@@ -110,11 +110,35 @@ def objective(spec_layers, loss: str, weights, x, y, mask=None):
   it is float32[P], one F_i per client; `mask` [P, n] (1 for the n_i real
   examples, 0 for padding) makes it the mean over the real examples only.
   """
-  per_example = loss_fn(loss, forward(spec_layers, weights, x), y)
+  return mean_loss(loss, forward(spec_layers, weights, x), y, mask)
+
+
+def mean_loss(loss: str, logits, y, mask=None):
+  """F from the network's output f: the mean of loss_fn over the examples
+  (axis -1 of loss_fn's result), or over the real ones of a `mask`."""
+  per_example = loss_fn(loss, logits, y)
   if mask is None:
     return tf.reduce_mean(per_example, axis=-1)
   return (tf.reduce_sum(per_example * mask, axis=-1) /
           tf.reduce_sum(mask, axis=-1))
+
+
+def mse_and_gradient(logits, y):
+  """(F, dF/df) of F = (1/n) sum_j 1/2 ||f_j - y_j||^2 over the n examples
+  (axis -2; a pack's F_i: float32[P]): dF/df_j = (1/2 (1 / n)) (2 (f_j - y_j)).
+
+  F is mean_loss('mse'). dF/df is the gradient TensorFlow derives for it,
+  the same float32 operations in the same order (Mean's 1 / n, Mul's 1/2,
+  Square's 2 r), on a scalar scale: for a batch of unknown size the derived
+  one spends ~20 ops a step on shapes (BroadcastTo, DynamicStitch,
+  BroadcastGradientArgs), most of a small round's ops
+  (reports/perf/PROFILE_round.md). Same bits: tests/test_models.py.
+  """
+  residual = logits - y
+  value = tf.reduce_mean(0.5 * tf.reduce_sum(tf.square(residual), axis=-1),
+                         axis=-1)
+  scale = 0.5 * (1.0 / tf.cast(tf.shape(residual)[-2], residual.dtype))
+  return value, scale * (residual * 2.0)
 
 
 def _dense(units, stddev, activation, name, seed):
