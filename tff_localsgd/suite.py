@@ -138,12 +138,12 @@ LOCAL_SGD_BATCH = 2
 # Budgets: ceil(BUDGET_FACTOR T_pred) rounds (budgets.py).
 BUDGET_FACTOR = 2.0
 # The suite's rounds are small (4 clients of 16 examples), where the native
-# runtime's per-call cost dominates; the in-process engine runs a round as
-# one graph call (reports/perf/PERF_suite.md: 0.93 / 3.3 / 49 / 174 ms at
-# m = 64 / 256 / 1024 / 2048, against 15 / 18 / 103 ms natively at
-# cd39451). Its results agree with the native engine's to 1e-6 (weights) and
-# 2e-5 (metrics.csv), not bit for bit (tests/test_engines.py); a run is
-# still bit-identical to itself.
+# runtime's per-call cost dominates (3-30x slower in PERF_suite.md at
+# 4aa0e51); the in-process engine runs a round as one graph call, within
+# 1.2x of plain TensorFlow at m = 64 to 2048 (reports/perf/PERF_suite.md).
+# Its results agree with the native engine's to 1e-6 (weights) and 2e-5
+# (metrics.csv), not bit for bit (tests/test_engines.py); a run is still
+# bit-identical to itself.
 ENGINE = 'inprocess'
 
 
