@@ -63,12 +63,18 @@ def test_round_flops_counts_the_trained_layers_matmuls():
       2 * params + 2 * m * m + 2 * m)
 
 
-def test_flags_a_cell_sets_are_refused():
+def refusal(*args) -> list[str]:
+  """The stderr lines of benchmarks.throughput run with args, which must
+  exit 2."""
   result = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.throughput', '--width=64',
-       '--rows=64:4:5'], capture_output=True, text=True, check=False)
+      [sys.executable, '-m', 'benchmarks.throughput', *args],
+      capture_output=True, text=True, check=False)
   assert result.returncode == 2
-  assert result.stderr.strip().splitlines() == [
+  return result.stderr.strip().splitlines()
+
+
+def test_flags_a_cell_sets_are_refused():
+  assert refusal('--width=64', '--rows=64:4:5') == [
       'error: --width: each cell sets it (--rows or --grid, '
       '--examples_per_client, --settings)']
 
@@ -79,12 +85,8 @@ def test_flags_a_cell_sets_are_refused():
      'model; stacked seeds train without them (--diag_every=0)'),
 ])
 def test_what_the_stacked_setting_cannot_run_is_refused(flag, message):
-  result = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.throughput', flag, '--rows=64:4:5',
-       '--settings=inprocess,inprocess_stacked'],
-      capture_output=True, text=True, check=False)
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines() == [message]
+  assert refusal(flag, '--rows=64:4:5',
+                 '--settings=inprocess,inprocess_stacked') == [message]
 
 
 def test_each_repeat_starts_a_row_at_the_next_setting():
@@ -110,9 +112,5 @@ def test_a_cell_reports_its_median_repeat():
 
 
 def test_repeats_below_one_are_refused():
-  result = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.throughput', '--repeats=0',
-       '--rows=64:4:5'], capture_output=True, text=True, check=False)
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines() == [
+  assert refusal('--repeats=0', '--rows=64:4:5') == [
       'error: --repeats: must be >= 1, got 0']
