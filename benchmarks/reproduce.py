@@ -12,14 +12,15 @@ long-lived trial processes (pool.run_sweeps), the costliest trials first
 (trial_cost), so no slot idles between groups; up to --stack seeds of one
 group's setting train as one stacked computation (the same bits);
 --trial_threads=shared gives each trial process its share of the cores as
-TensorFlow's threads (faster, bits to a tolerance; suite.json records it). Rerunning the same command resumes: finished
-trials are skipped. Then one trial is rerun in a fresh process to check
-that its final weights are bit-identical, and <out>/REPORT.md is written
-(benchmarks.report). suite.json records the
-suite's wall time, its core-seconds (wall time x --parallel: what it held)
-and CPU seconds (user + system of the trial processes and their TFF
-workers, getrusage(RUSAGE_CHILDREN)), and per experiment its trials'
-seconds (trial_s) and their seconds by phase (phases_s).
+TensorFlow's threads (faster, bits to a tolerance; suite.json records
+it). Rerunning the same command resumes: finished trials are skipped.
+Then one trial is rerun in a fresh process to check that its final weights
+are bit-identical, and <out>/REPORT.md is written (benchmarks.report).
+suite.json records the suite's wall time, its core-seconds (wall time x
+--parallel: what it held) and CPU seconds (user + system of the trial
+processes and their TFF workers, getrusage(RUSAGE_CHILDREN)), and per
+experiment its trials' seconds (trial_s) and their seconds by phase
+(phases_s).
 
 --plan runs nothing of the suite: it trains one short run per width and
 prints every group's trials and rounds with an estimated time (the cost

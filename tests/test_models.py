@@ -201,7 +201,6 @@ def test_numpy_reference_gradient_equals_finite_differences(loss):
   np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
 
 
-
 @pytest.mark.parametrize('pack', [False, True])
 @pytest.mark.parametrize('known_size', [False, True])
 def test_mse_gradient_by_hand_has_the_bits_of_the_derived_one(pack,

@@ -146,9 +146,9 @@ def train_stack(configs, *, overwrite=False, stop=None,
   directory (config.check_stack): their Outcomes, in order. The fresh runs
   (new, or cleared by `overwrite`) train as one stack (stacked_training.py),
   each into its own run directory, as it would alone but for summary.json's
-  `stack`; a run to resume runs alone after them (from its checkpoint), and a completed one
-  is left as it is. startup_s is shared by the runs. Raises BadInput before
-  anything is written.
+  `stack`; a run to resume runs alone after them (from its checkpoint), and
+  a completed one is left as it is. startup_s is shared by the runs.
+  Raises BadInput before anything is written.
   """
   tick = time.perf_counter()
   try:

@@ -48,16 +48,17 @@ def gradient(layers, loss, weights, trainable_indices, x, y, mask=None):
   client's own gradient. `mask` [P, n] marks the real examples of padding.
   """
   trainable = [weights[i] for i in trainable_indices]
-  by_hand = loss == 'mse' and mask is None  # dF/df: models.mse_and_gradient
   with tf.GradientTape() as tape:
     tape.watch(trainable)
     logits = models.forward(layers, weights, x)
-    if not by_hand:
+    if loss == 'mse' and mask is None:  # dF/df by hand: the tape from f
+      value, d_logits = models.mse_and_gradient(logits, y)
+      target, output_gradients = logits, d_logits
+    else:
       value = models.mean_loss(loss, logits, y, mask)
-  if not by_hand:
-    return value, tape.gradient(value, trainable)
-  value, d_logits = models.mse_and_gradient(logits, y)
-  return value, tape.gradient(logits, trainable, output_gradients=d_logits)
+      target, output_gradients = value, None
+  return value, tape.gradient(target, trainable,
+                              output_gradients=output_gradients)
 
 
 def descend(spec, loss: str, weights, trainable, x, y, *, lr: float,

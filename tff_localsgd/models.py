@@ -130,7 +130,7 @@ def mse_and_gradient(logits, y):
   F is mean_loss('mse'). dF/df is the gradient TensorFlow derives for it,
   the same float32 operations in the same order (Mean's 1 / n, Mul's 1/2,
   Square's 2 r), on a scalar scale: for a batch of unknown size the derived
-  one spends ~20 ops a step on shapes (BroadcastTo, DynamicStitch,
+  one spends ~19 ops a step on shapes (BroadcastTo, DynamicStitch,
   BroadcastGradientArgs), most of a small round's ops
   (reports/perf/PROFILE_round.md). Same bits: tests/test_models.py.
   """

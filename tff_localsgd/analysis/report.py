@@ -166,10 +166,10 @@ def _suite_cost_line(info) -> str:
   line = (f'The suite\'s trials ran in {info["wall_time_s"]:.0f} s of wall '
           f'time with {info["parallel"]} trials at a time{_execution(info)}: '
           f'{core:.0f} core-seconds (wall x parallel), '
-          f'{info.get("cpu_s", 0):.0f} CPU seconds. Training (rounds and diagnostics: the sum of every '
-          f'trial\'s system/round_time_s and system/diag_time_s in '
-          f'metrics.csv) took {inside:.0f} s, {inside / core:.0%} of those '
-          'core-seconds')
+          f'{info.get("cpu_s", 0):.0f} CPU seconds. Training (rounds and '
+          f'diagnostics: the sum of every trial\'s system/round_time_s and '
+          f'system/diag_time_s in metrics.csv) took {inside:.0f} s, '
+          f'{inside / core:.0%} of those core-seconds')
   whole = info.get('binary_wall_s')
   if whole:
     line += (f', and {inside / (whole * info["parallel"]):.0%} of the whole '
