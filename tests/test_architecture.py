@@ -27,7 +27,8 @@ FLOORS = {
     'compute': ('data', 'models', 'local_update', 'packing', 'process',
                 'stacking', 'stacked_training',
                 'diagnostics', 'diagnostic_process', 'theory', 'engines',
-                'engines.inprocess', 'engines.native', 'engines.remote',
+                'engines.federated_graph', 'engines.inprocess',
+                'engines.native', 'engines.remote', 'engines.tf_graph',
                 'second_moment', 'training', 'worker_binary'),
     # The suite and a sweep as data: the plan and the trials on disk.
     'plan': ('suite', 'sweep', 'sweep.grid', 'sweep.records'),

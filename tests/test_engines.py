@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_federated.python.core.backends.mapreduce import form_utils
 
-from test_process import D, build, make_clients, make_config, round_data
+from test_process import (D, SIZES, build, make_clients, make_config,
+                          round_data)
 from tff_localsgd import config as config_lib
 from tff_localsgd import diagnostic_process
 from tff_localsgd import engines
@@ -21,6 +22,7 @@ from tff_localsgd import rundir
 from tff_localsgd import training
 from tff_localsgd.engines import inprocess
 from tff_localsgd.engines import native
+from tff_localsgd.engines import tf_graph
 
 ROUNDS = 3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,6 +143,44 @@ def test_measure_model_runs_in_process_and_equals_native():
                                err_msg=name)
 
 
+@pytest.mark.parametrize('steps_per_call', [None, 2])
+def test_the_lockstep_round_runs_in_process_as_one_graph_and_equals_native(
+    steps_per_call):
+  # K + 1 aggregations and results at the clients: no MapReduceForm. The
+  # engine runs its lowered form as one graph per call (federated_graph.py);
+  # in chunks (steps_per_call=2 of K=3) local models cross between calls.
+  config = make_config(algorithm='local_sgd', local_steps=3, depth=2)
+  _, proc = build(config)
+  lockstep = diagnostic_process.Lockstep(proc, config)
+  data = round_data(make_clients(), 1)
+
+  def run(weights):
+    return lockstep.next(weights, data, steps_per_call=steps_per_call)
+
+  with native.native_engine():
+    start, _ = proc.next(proc.initialize(), round_data(make_clients(), 0))
+    want = run(start)
+  with inprocess.inprocess_engine('/CPU:0') as context:
+    got = run(start)
+    assert context.runs_here(lockstep.chunk(0, steps_per_call or 3))
+  moved = max(float(np.max(np.abs(w - s))) for w, s in zip(want[0], start))
+  assert moved > 1e-3
+  for g, w in zip(got[0], want[0]):
+    assert g.dtype == w.dtype and g.shape == w.shape
+    np.testing.assert_allclose(g, w, rtol=0, atol=1e-6)
+  assert len(got[1]['steps']) == len(want[1]['steps']) == 3
+  for g, w in zip(got[1]['steps'], want[1]['steps']):
+    assert list(g) == list(w)
+    np.testing.assert_allclose(list(g.values()), list(w.values()), rtol=1e-5)
+  for name in ('model_divergence', 'grad_diff_vs_start'):
+    np.testing.assert_allclose(got[1][name], want[1][name], rtol=1e-5)
+  assert list(got[2]) == list(want[2])
+  for name, values in want[2].items():
+    assert len(got[2][name]) == len(values) == len(SIZES)
+    np.testing.assert_allclose(got[2][name], values, rtol=1e-5, atol=1e-7,
+                               err_msg=name)
+
+
 @pytest.mark.parametrize('partition', ['iid', 'dirichlet', 'shards'])
 def test_training_on_either_engine_gives_the_same_run(tmp_path, partition):
   # End to end, with a sampled cohort and the diagnostics (whose lockstep
@@ -204,16 +244,16 @@ def _pieces_one_at_a_time(computation, state, clients):
   order (the in-process engine before the pieces were fused into one
   graph): the reference the fused round must equal bit for bit."""
   form = form_utils.get_map_reduce_form_for_computation(computation)
-  piece = {name: inprocess.TFGraph(getattr(form, name), '/CPU:0')
+  piece = {name: tf_graph.TFGraph(getattr(form, name), '/CPU:0')
            for name in ('prepare', 'work', 'zero', 'accumulate', 'report',
                         'update')}
   state_type, clients_type = computation.type_signature.parameter
-  flat_state = inprocess._flatten(state, state_type)
+  flat_state = tf_graph.flatten(state, state_type)
   broadcast = piece['prepare'](*flat_state)
   accumulator = piece['zero']()
-  num_updates = len(inprocess._leaves(form.work.type_signature.result[0]))
+  num_updates = len(tf_graph.leaves(form.work.type_signature.result[0]))
   for client in clients:
-    data = inprocess._flatten(client, clients_type.member)
+    data = tf_graph.flatten(client, clients_type.member)
     update = piece['work'](*data, *broadcast)[:num_updates]
     accumulator = piece['accumulate'](*accumulator, *update)
   result = piece['update'](*flat_state, *piece['report'](*accumulator))
@@ -239,7 +279,7 @@ def test_the_fused_round_has_the_bits_of_its_pieces(monkeypatch, overrides,
   with inprocess.inprocess_engine('/CPU:0') as context:
     weights, metrics = proc.next(spec.initial_weights, clients)
     assert context.runs_here(computation)
-  got = inprocess._flatten((weights, metrics),
+  got = tf_graph.flatten((weights, metrics),
                            computation.type_signature.result)
   assert len(got) == len(want) > len(weights)
   assert np.max(np.abs(weights[1] - spec.initial_weights[1])) > 1e-3

@@ -173,11 +173,15 @@ def test_piped_output_does_not_hang(tmp_path):
   assert 'completed after 3 rounds' in result.stdout
 
 
-def test_diagnostics_do_not_change_the_trajectory(tmp_path):
-  plain = train(tmp_path, *SMALL[:-1], '--rounds=4', experiment='plain')
+@pytest.mark.parametrize('engine', ['native', 'inprocess'])
+def test_diagnostics_do_not_change_the_trajectory(tmp_path, engine):
+  # On either engine the lockstep round runs where the ordinary round does
+  # (in-process: as one graph, federated_graph.py), with the same bits.
+  plain = train(tmp_path, *SMALL[:-1], '--rounds=4', f'--engine={engine}',
+                experiment='plain')
   diag = train(tmp_path, *SMALL[:-1], '--rounds=4', '--diag_every=2',
                '--ntk_every=2', '--probe_size=8', '--diag_per_step',
-               experiment='diag')
+               f'--engine={engine}', experiment='diag')
   assert plain.returncode == diag.returncode == 0, diag.stderr
   def summary(name):
     return json.loads((tmp_path / name / 'summary.json').read_text())

@@ -18,9 +18,12 @@ one by one. A computation of type (<S@SERVER, {D}@CLIENTS> ->
 X@SERVER) (evaluation) is compiled as the round <s, d> -> <s, comp(s, d)>.
 Plain `tff.tensorflow.computation`s (server-side diagnostics) run here too.
 
-Everything else goes to the native engine, which this engine starts beside
-itself: `initialize` (no client input), and the lockstep diagnostic round
-(K + 1 aggregations, results placed at the clients).
+A computation with clients' input but no MapReduceForm, the lockstep
+diagnostic round (K + 1 aggregations, results placed at the clients), runs
+here too, as one graph of the form TFF lowers it to for its native runtime
+(federated_graph.py). Everything else goes to the native engine, which this
+engine starts beside itself: `initialize` (no client input), and what
+federated_graph does not support.
 
 MapReduceForm computations carry no secure aggregation here; a form that has
 one is refused rather than run without it.
@@ -35,12 +38,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-from tensorflow_federated.python.common_libs import structure
 from tensorflow_federated.python.core.backends.mapreduce import form_utils
 from tensorflow_federated.python.core.impl.types import computation_types
-from tensorflow_federated.python.tensorflow_libs import serialization_utils
 
+from tff_localsgd.engines import federated_graph
 from tff_localsgd.engines import native
+from tff_localsgd.engines import tf_graph
 
 
 def best_device() -> str:
@@ -48,119 +51,6 @@ def best_device() -> str:
   return '/GPU:0' if tf.config.list_physical_devices('GPU') else '/CPU:0'
 
 
-def _leaves(type_spec) -> list:
-  """The TensorTypes of type_spec, in TFF's flattening order."""
-  if type_spec is None:
-    return []
-  if isinstance(type_spec, computation_types.FederatedType):
-    return _leaves(type_spec.member)
-  if isinstance(type_spec, computation_types.TensorType):
-    return [type_spec]
-  return [leaf for _, t in structure.iter_elements(type_spec)
-          for leaf in _leaves(t)]
-
-
-def _flatten(value, type_spec) -> list:
-  """The tensors of a Python value of type_spec, in TFF's order."""
-  if isinstance(type_spec, computation_types.FederatedType):
-    type_spec = type_spec.member
-  if isinstance(type_spec, computation_types.TensorType):
-    return [value]
-  if isinstance(value, structure.Struct):
-    value = structure.to_odict_or_tuple(value)
-  out = []
-  for i, (name, t) in enumerate(structure.iter_elements(type_spec)):
-    element = (value[name] if name and isinstance(value, collections.abc.Mapping)
-               else value[i])
-    out.extend(_flatten(element, t))
-  return out
-
-
-def _unflatten(type_spec, arrays):
-  """A Python value of type_spec (containers as the type says) from an
-  iterator of its leaves' arrays."""
-  if isinstance(type_spec, computation_types.FederatedType):
-    type_spec = type_spec.member
-  if isinstance(type_spec, computation_types.TensorType):
-    return next(arrays)
-  elements = [(name, _unflatten(t, arrays))
-              for name, t in structure.iter_elements(type_spec)]
-  container = getattr(type_spec, 'python_container', None)
-  named = all(name for name, _ in elements) and elements
-  if container is None:
-    container = collections.OrderedDict if named else tuple
-  if named and issubclass(container, collections.abc.Mapping):
-    return container(elements)
-  return container(v for _, v in elements)
-
-
-def _binding_names(binding) -> list[str]:
-  kind = binding.WhichOneof('binding')
-  if kind is None:
-    return []
-  if kind == 'tensor':
-    return [binding.tensor.tensor_name]
-  if kind == 'struct':
-    return [n for e in binding.struct.element for n in _binding_names(e)]
-  raise NotImplementedError(f'{kind} bindings (datasets) are not supported '
-                            'by the in-process engine')
-
-
-class TFGraph:
-  """A TFF TensorFlow computation as a function of flat tensor lists.
-
-  (flat parameter tensors -> flat result tensors), its graph imported once
-  into a function placed on `device`; `inline` imports it into the graph
-  being built instead (MapReduceRound's fused round).
-  """
-
-  def __init__(self, comp, device: str):
-    proto = tff.framework.ConcreteComputation.get_proto(comp).tensorflow
-    self._graph_def = serialization_utils.unpack_graph_def(proto.graph_def)
-    self._inputs = _binding_names(proto.parameter)
-    self._outputs = _binding_names(proto.result)
-    self._token = proto.session_token_tensor_name
-    if proto.initialize_op:
-      raise NotImplementedError('computations with variables (an initialize '
-                                'op) are not supported in-process')
-    self.parameter_leaves = _leaves(comp.type_signature.parameter)
-    self.result_leaves = _leaves(comp.type_signature.result)
-    self.device = device
-    with tf.device(device):
-      self._fn = tf.compat.v1.wrap_function(self.inline,
-                                            _specs(self.parameter_leaves))
-
-  def inline(self, *args, scope: str = '') -> list:
-    """The computation's result tensors for `args`: its ops imported into
-    the graph being built, under `scope`."""
-    input_map = dict(zip(self._inputs, args))
-    if self._token:
-      input_map[self._token] = tf.constant('')
-    graph_def = _in_frames(self._graph_def, scope) if scope else self._graph_def
-    return tf.graph_util.import_graph_def(
-        graph_def, input_map=input_map, return_elements=self._outputs,
-        name=scope)
-
-  def __call__(self, *flat):
-    # The call's device places the function: its tracing scope does not.
-    with tf.device(self.device):
-      return list(self._fn(*flat))
-
-
-def _specs(leaves) -> list:
-  return [tf.TensorSpec(t.shape, t.dtype) for t in leaves]
-
-
-def _in_frames(graph_def, scope: str):
-  """graph_def with the frames of its (TF1) while loops renamed into scope:
-  two imports of one loop into a graph must not share a frame."""
-  renamed = type(graph_def)()
-  renamed.CopyFrom(graph_def)
-  for node in renamed.node:
-    if node.op in ('Enter', 'RefEnter'):
-      frame = node.attr['frame_name'].s.decode()
-      node.attr['frame_name'].s = f'{scope}/{frame}'.encode()
-  return renamed
 
 
 # Clients per call of a fused round: one call for the suite's rounds (4 to
@@ -199,18 +89,18 @@ class MapReduceRound:
     self.result_type = comp.type_signature.result
     for name in ('secure_sum_bitwidth', 'secure_sum_max_input',
                  'secure_modular_sum_modulus'):
-      if _leaves(getattr(form, name).type_signature.result):
+      if tf_graph.leaves(getattr(form, name).type_signature.result):
         raise NotImplementedError(f'{name}: secure aggregation is not '
                                   'supported in-process')
-    self.prepare = TFGraph(form.prepare, device)
-    self.work = TFGraph(form.work, device)
-    self.zero = TFGraph(form.zero, device)
-    self.accumulate = TFGraph(form.accumulate, device)
-    self.report = TFGraph(form.report, device)
-    self.update = TFGraph(form.update, device)
-    self.num_updates = len(_leaves(form.work.type_signature.result[0]))
-    self._state = _leaves(self.parameter_type[0])
-    self._client = _leaves(self.parameter_type[1].member)
+    self.prepare = tf_graph.TFGraph(form.prepare, device)
+    self.work = tf_graph.TFGraph(form.work, device)
+    self.zero = tf_graph.TFGraph(form.zero, device)
+    self.accumulate = tf_graph.TFGraph(form.accumulate, device)
+    self.report = tf_graph.TFGraph(form.report, device)
+    self.update = tf_graph.TFGraph(form.update, device)
+    self.num_updates = len(tf_graph.leaves(form.work.type_signature.result[0]))
+    self._state = tf_graph.leaves(self.parameter_type[0])
+    self._client = tf_graph.leaves(self.parameter_type[1].member)
     self._calls = {}  # (clients, first, last) -> its concrete function
     # id(array) -> (array, tensor), for read-only arrays: clients' data (up
     # to HELD_DATA arrays); the state the last round returned is
@@ -249,7 +139,7 @@ class MapReduceRound:
     if key not in self._calls:
       carried = [] if first else (self.prepare.result_leaves +
                                   self.zero.result_leaves)
-      specs = _specs(self._state + carried + self._client * num_clients)
+      specs = tf_graph.specs(self._state + carried + self._client * num_clients)
       with tf.device(self.device):
         # wrap_function, not tf.function: automatic control dependencies
         # would tie the output to ops inside the TF1 while loops' frames.
@@ -275,12 +165,12 @@ class MapReduceRound:
     state_type, clients_type = self.parameter_type[0], self.parameter_type[1]
     held = _HELD_STATE.setdefault(self.device, {})
     with tf.device(self.device):
-      state = [self._tensor(v, held) for v in _flatten(state, state_type)]
+      state = [self._tensor(v, held) for v in tf_graph.flatten(state, state_type)]
       carried = []
       for start in range(0, max(len(clients), 1), CLIENTS_PER_CALL):
         chunk = clients[start:start + CLIENTS_PER_CALL]
         data = [self._tensor(v, self._held_data) for client in chunk
-                for v in _flatten(client, clients_type.member)]
+                for v in tf_graph.flatten(client, clients_type.member)]
         call = self._call(len(chunk), start == 0,
                           start + CLIENTS_PER_CALL >= len(clients))
         # _call_flat: the flat tensors as they are, without __call__'s
@@ -290,14 +180,14 @@ class MapReduceRound:
     while len(self._held_data) > HELD_DATA:
       self._held_data.popitem(last=False)
     if not returns_state:
-      return None, _unflatten(self.result_type[1], (
+      return None, tf_graph.unflatten(self.result_type[1], (
           t.numpy() for t in carried[len(self._state):]))
     arrays = [t.numpy() for t in carried]
     held.clear()
     for array, tensor in zip(arrays, carried[:len(self._state)]):
       array.setflags(write=False)
       held[id(array)] = (array, tensor)
-    return _unflatten(self.result_type, iter(arrays))
+    return tf_graph.unflatten(self.result_type, iter(arrays))
 
 
 def _state_and(comp):
@@ -345,9 +235,23 @@ class InProcessContext(tff.framework.SyncContext):
         'computation')
     parameter, result = comp.type_signature.parameter, comp.type_signature.result
     if kind == 'tensorflow':
-      graph = TFGraph(comp, self.device)
-      return lambda arg: _unflatten(result, (t.numpy() for t in graph(
-          *_flatten(arg, parameter))))
+      graph = tf_graph.TFGraph(comp, self.device)
+      return lambda arg: tf_graph.unflatten(result, (t.numpy() for t in graph(
+          *tf_graph.flatten(arg, parameter))))
+    runner = self._map_reduce(comp)
+    if runner is not None:
+      return runner
+    # More than one aggregation (the lockstep round): one graph of its
+    # lowered form, or TFF's native runtime if it has what that lacks.
+    block = federated_graph.lower(comp)
+    logging.info('in-process engine: %s has no MapReduceForm; it runs %s',
+                 comp.type_signature, 'as one graph' if block else 'natively')
+    return block and federated_graph.FederatedGraph(comp, block, self.device)
+
+  def _map_reduce(self, comp):
+    """comp's runner as a MapReduceRound, or None if it has no
+    MapReduceForm."""
+    parameter, result = comp.type_signature.parameter, comp.type_signature.result
     if not (isinstance(parameter, computation_types.StructType)
             and len(parameter) == 2):
       return None
@@ -355,10 +259,7 @@ class InProcessContext(tff.framework.SyncContext):
                 else _state_and(comp))
     try:
       form = form_utils.get_map_reduce_form_for_computation(as_round)
-    except Exception as e:  # pylint: disable=broad-except
-      # Not a single-aggregation round: TFF's native runtime runs it.
-      logging.info('in-process engine: %s runs natively (%s)',
-                   comp.type_signature, type(e).__name__)
+    except Exception:  # pylint: disable=broad-except
       return None
     runner = MapReduceRound(as_round, form, self.device)
     if as_round is comp:

@@ -3,6 +3,7 @@ import sys, os, time, statistics, collections as _c, gc
 import numpy as np, tensorflow as tf
 from tff_localsgd import config as config_lib, data as data_lib, models, process, engines
 from tff_localsgd.engines import inprocess
+from tff_localsgd.engines import tf_graph
 m = int(sys.argv[1]); K = 5
 from common import suite_round
 config, data, spec, values = suite_round(m)
@@ -29,8 +30,8 @@ with engines.engine(config) as ctx:
   proc.next(spec.initial_weights, v)
   mr = [o for o in gc.get_objects() if isinstance(o, inprocess.MapReduceRound)][0]
   fn = mr._call(4, True, True)
-  flat = [np.asarray(a) for a in inprocess._flatten(spec.initial_weights, mr.parameter_type[0])]
-  for c in v: flat += [np.asarray(a) for a in inprocess._flatten(c, mr.parameter_type[1].member)]
+  flat = [np.asarray(a) for a in tf_graph.flatten(spec.initial_weights, mr.parameter_type[0])]
+  for c in v: flat += [np.asarray(a) for a in tf_graph.flatten(c, mr.parameter_type[1].member)]
   ours = stats(fn, flat)
 print('ours', sum(ours.values()), 'plain', sum(plain.values()))
 for op in sorted(set(ours) | set(plain), key=lambda o: -ours[o]):

@@ -4,17 +4,18 @@ import numpy as np
 import tensorflow as tf
 from tff_localsgd import config as config_lib, data as data_lib, models, process, engines
 from tff_localsgd.engines import inprocess
+from tff_localsgd.engines import tf_graph
 
 m = int(sys.argv[1])
 from common import suite_round
 config, data, spec, values = suite_round(m)
 proc = process.LocalSGDProcess(spec, config, data.input_shape, data.output_dim)
 acc = collections.defaultdict(float); cnt = collections.Counter()
-orig = inprocess.TFGraph.__call__
+orig = tf_graph.TFGraph.__call__
 names = {}
 def timed(self, *flat):
   tick = time.perf_counter(); out = orig(self, *flat); acc[names.get(id(self), '?')] += time.perf_counter() - tick; cnt[names.get(id(self), '?')] += 1; return out
-inprocess.TFGraph.__call__ = timed
+tf_graph.TFGraph.__call__ = timed
 with engines.engine(config) as ctx:
   engines.prepare(ctx, [proc.iterative_process.next])
   runner_key = (id(proc.iterative_process.next), ctx.device)
