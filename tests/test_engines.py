@@ -106,14 +106,20 @@ def test_the_round_evaluates_its_start_as_evaluate_does(engine, loss):
     assert not proc.evaluates_start
 
 
-def test_the_round_runs_in_process_and_initialize_natively():
+def test_the_round_and_initialize_run_in_process():
+  # initialize has no clients' input and so no MapReduceForm: it runs as
+  # one graph (federated_graph.py) and gives w^0's very bits.
   config = make_config()
-  _, proc = build(config)
+  spec, proc = build(config)
   with inprocess.inprocess_engine('/CPU:0') as context:
     weights = proc.initialize()
     proc.next(weights, round_data(make_clients(), 0))
     assert context.runs_here(proc.iterative_process.next)
-    assert not context.runs_here(proc.iterative_process.initialize)
+    assert context.runs_here(proc.iterative_process.initialize)
+  assert len(weights) == len(spec.initial_weights)
+  for got, want in zip(weights, spec.initial_weights):
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
 
 
 def test_measure_model_runs_in_process_and_equals_native():

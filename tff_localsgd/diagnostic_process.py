@@ -447,8 +447,8 @@ class Diagnostics:
     return round_num % self.config.diag_every == 0
 
   def in_process(self) -> list:
-    """Its computations the in-process engine runs (the lockstep round's run
-    natively)."""
+    """What the in-process engine compiles before the first round (the
+    lockstep round's chunks compile at their first call)."""
     return [self.model.measure_model] + (
         [self.measured_next] if self.measured_next else [])
 

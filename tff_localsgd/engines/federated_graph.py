@@ -41,7 +41,8 @@ from tff_localsgd.engines import tf_graph
 
 SUPPORTED = frozenset({
     'federated_aggregate', 'federated_apply', 'federated_broadcast',
-    'federated_map', 'federated_map_all_equal', 'federated_value_at_clients',
+    'federated_eval_at_server', 'federated_map', 'federated_map_all_equal',
+    'federated_value_at_clients',
     'federated_value_at_server', 'federated_zip_at_clients',
     'federated_zip_at_server'})
 
@@ -62,12 +63,15 @@ def _nodes(block):
     yield from _nodes(child)
 
 
+def _at_clients(type_spec) -> bool:
+  return (isinstance(type_spec, computation_types.FederatedType)
+          and type_spec.placement == placements.CLIENTS)
+
+
 def _clients_at_boundary(type_spec) -> list:
   """The federated types at the clients among type_spec's elements."""
-  if type_spec is None:
-    return []
-  if isinstance(type_spec, computation_types.FederatedType):
-    return [type_spec] if type_spec.placement == placements.CLIENTS else []
+  if _at_clients(type_spec):
+    return [type_spec]
   if isinstance(type_spec, computation_types.StructType):
     return [t for _, e in structure.iter_elements(type_spec)
             for t in _clients_at_boundary(e)]
@@ -77,12 +81,14 @@ def _clients_at_boundary(type_spec) -> list:
 def lower(comp):
   """comp lowered as TFF lowers it for its native runtime (intrinsics
   replaced by their bodies, call-dominant form), or None if this module
-  cannot run it."""
+  cannot run it: it needs the number of clients from the argument (a
+  computation without clients' input may have no value at the clients:
+  `initialize`)."""
   signature = comp.type_signature
   inputs = _clients_at_boundary(signature.parameter)
   outputs = _clients_at_boundary(signature.result)
-  if not inputs or any(t.all_equal for t in inputs + outputs):
-    return None  # n unknown, or an all-equal value: the native runtime's
+  if any(t.all_equal for t in inputs + outputs):
+    return None  # an all-equal value: the native runtime's
   block = building_blocks.ComputationBuildingBlock.from_proto(
       computation_impl.ConcreteComputation.get_proto(comp))
   block, _ = tensorflow_tree_transformations.replace_intrinsics_with_bodies(
@@ -91,7 +97,8 @@ def lower(comp):
   for node in _nodes(block):
     if isinstance(node, building_blocks.Data) or (
         isinstance(node, building_blocks.Intrinsic)
-        and node.uri not in SUPPORTED):
+        and node.uri not in SUPPORTED) or (
+            not inputs and _at_clients(node.type_signature)):
       return None
   return block
 
@@ -144,6 +151,7 @@ class _Evaluator:
         'federated_aggregate': aggregate,
         'federated_apply': lambda arg: each(arg[0], arg[1]),
         'federated_broadcast': lambda x: [x] * n,
+        'federated_eval_at_server': lambda fn: fn(),
         'federated_map': lambda arg: each(arg[0], arg[1]),
         'federated_map_all_equal': lambda arg: each(arg[0], arg[1]),
         'federated_value_at_clients': lambda x: [x] * n,
@@ -206,18 +214,21 @@ class FederatedGraph:
     self._calls = {}  # clients -> its concrete function
 
   def _body(self, clients: int, *flat):
-    argument = _structured(self.parameter_type, iter(flat), clients)
-    result = _Evaluator(clients, self.device)(self.block, {})(argument)
+    fn = _Evaluator(clients, self.device)(self.block, {})
+    result = (fn() if self.parameter_type is None else
+              fn(_structured(self.parameter_type, iter(flat), clients)))
     return tf_graph.flatten(result, self.result_type, clients)
 
   def _clients(self, arg) -> int:
-    if isinstance(self.parameter_type, computation_types.FederatedType):
+    """n: the length of the argument's values at the clients (0: none)."""
+    if _at_clients(self.parameter_type):
       return len(arg)
-    for i, (_, t) in enumerate(structure.iter_elements(self.parameter_type)):
-      if isinstance(t, computation_types.FederatedType) and (
-          t.placement == placements.CLIENTS):
-        return len(arg[i])
-    raise ValueError('no clients in the argument')
+    if isinstance(self.parameter_type, computation_types.StructType):
+      for i, (_, t) in enumerate(
+          structure.iter_elements(self.parameter_type)):
+        if _at_clients(t):
+          return len(arg[i])
+    return 0
 
   def __call__(self, arg):
     clients = self._clients(arg)

@@ -241,8 +241,9 @@ class InProcessContext(tff.framework.SyncContext):
     runner = self._map_reduce(comp)
     if runner is not None:
       return runner
-    # More than one aggregation (the lockstep round): one graph of its
-    # lowered form, or TFF's native runtime if it has what that lacks.
+    # No MapReduceForm (the lockstep round's K + 1 aggregations, initialize's
+    # missing clients): one graph of its lowered form, or TFF's native
+    # runtime if it has what that lacks.
     block = federated_graph.lower(comp)
     logging.info('in-process engine: %s has no MapReduceForm; it runs %s',
                  comp.type_signature, 'as one graph' if block else 'natively')
@@ -267,7 +268,7 @@ class InProcessContext(tff.framework.SyncContext):
     return lambda arg: runner(arg[0], arg[1], returns_state=False)[1]
 
   def invoke(self, comp, arg):
-    runner = self._runner(comp) if arg is not None else None
+    runner = self._runner(comp)
     if runner is None:
       return self._fallback.invoke(comp, arg)
     return runner(arg)  # a Struct of the arguments: indexable by position

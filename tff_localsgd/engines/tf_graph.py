@@ -45,6 +45,8 @@ def leaves(type_spec, clients: int | None = None) -> list:
 def flatten(value, type_spec, clients: int | None = None) -> list:
   """The tensors of a Python value of type_spec, in TFF's order (clients:
   as for `leaves`)."""
+  if type_spec is None:
+    return []
   if _per_client(type_spec, clients):
     if len(value) != clients:
       raise ValueError(f'{len(value)} client values for {clients} clients')

@@ -44,8 +44,10 @@ from tff_localsgd.sweep import records
 
 POLL_S = 0.1
 # A trial process grows ~9 MiB per trial (measured over 16 tiny trials);
-# replacing it after this many bounds that for ~6 s of start-up.
-MAX_TRIALS_PER_PROCESS = 32
+# replacing it after this many bounds that (to ~1 GiB) for ~6 s of start-up
+# and the traces a fresh process must redo: at 32, the quick preset's 287
+# trials started 10 processes, 57 s of its ~1300 core-seconds.
+MAX_TRIALS_PER_PROCESS = 128
 
 
 class Interrupted(KeyboardInterrupt):
