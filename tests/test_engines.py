@@ -5,10 +5,13 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
+import psutil
 import pytest
 import tensorflow as tf
+import tensorflow_federated as tff
 from tensorflow_federated.python.core.backends.mapreduce import form_utils
 
 from test_process import (D, SIZES, build, make_clients, make_config,
@@ -106,20 +109,57 @@ def test_the_round_evaluates_its_start_as_evaluate_does(engine, loss):
     assert not proc.evaluates_start
 
 
-def test_the_round_and_initialize_run_in_process():
+def _worker_binaries() -> list:
+  return [p for p in psutil.Process().children(recursive=True)
+          if 'worker_binary' in ' '.join(p.cmdline())]
+
+
+def test_the_round_and_initialize_run_in_process_with_no_worker():
   # initialize has no clients' input and so no MapReduceForm: it runs as
-  # one graph (federated_graph.py) and gives w^0's very bits.
+  # one graph (federated_graph.py) and gives w^0's very bits. Nothing
+  # needs the native worker, so none is started.
   config = make_config()
   spec, proc = build(config)
+  before = _worker_binaries()
   with inprocess.inprocess_engine('/CPU:0') as context:
     weights = proc.initialize()
     proc.next(weights, round_data(make_clients(), 0))
     assert context.runs_here(proc.iterative_process.next)
     assert context.runs_here(proc.iterative_process.initialize)
+    assert _worker_binaries() == before
   assert len(weights) == len(spec.initial_weights)
   for got, want in zip(weights, spec.initial_weights):
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+def test_what_runs_neither_way_goes_to_a_worker_started_for_it():
+  # Two aggregations in series (no MapReduceForm) and a value evaluated at
+  # the clients (outside federated_graph.SUPPORTED): the native worker's.
+  @tff.tensorflow.computation
+  def one():
+    return np.float32(1)
+
+  @tff.tensorflow.computation(np.float32, np.float32)
+  def add(a, b):
+    return a + b
+
+  @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+  def comp(x):
+    total = tff.federated_broadcast(tff.federated_sum(x))
+    ones = tff.federated_eval(one, tff.CLIENTS)
+    return tff.federated_sum(tff.federated_map(add, (total, ones)))
+
+  before = _worker_binaries()
+  with inprocess.inprocess_engine('/CPU:0') as context:
+    assert _worker_binaries() == before
+    assert float(comp([1.0, 2.0, 4.0])) == 3 * (7.0 + 1.0)
+    assert not context.runs_here(comp)
+    assert len(_worker_binaries()) == len(before) + 1
+  deadline = time.monotonic() + 10
+  while len(_worker_binaries()) > len(before):
+    assert time.monotonic() < deadline, 'the worker outlived the engine'
+    time.sleep(0.1)
 
 
 def test_measure_model_runs_in_process_and_equals_native():

@@ -1,5 +1,6 @@
-"""The trial worker's kept TFF worker: started for local engines (not remote
-ones: their workers run elsewhere), and
+"""The trial worker's kept TFF worker: started for the native engine (not
+remote ones, whose workers run elsewhere, nor the in-process one, which
+starts a worker only for what it cannot run itself), and
 replaced once it grows past KEPT_WORKER_MAX_BYTES. (The worker's protocol,
 failures and signals are tested through sweeps, in test_sweep.py.)"""
 
@@ -16,11 +17,13 @@ def request(**values):
   return dict(name='t', config=dataclasses.asdict(config), log='/dev/null')
 
 
-def test_kept_worker_starts_for_local_engines_and_is_replaced_when_large(
+def test_kept_worker_starts_for_the_native_engine_and_is_replaced_when_large(
     monkeypatch):
   kept = trial_worker.KeptWorker()
   try:
     kept.ensure(request(engine='remote', workers='localhost:1'))
+    assert kept.worker is None
+    kept.ensure(request(engine='inprocess'))
     assert kept.worker is None
     kept.ensure(request(engine='native'))
     first = kept.worker.process.pid

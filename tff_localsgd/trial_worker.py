@@ -128,17 +128,17 @@ def _run_unit(run_trials, requests, signals, startup_s) -> tuple:
 
 
 class KeptWorker:
-  """native.kept_worker() for the trials on a local engine (native, or
-  inprocess, whose fallback is a native worker), started by the first one
-  and replaced once its memory passes KEPT_WORKER_MAX_BYTES."""
+  """native.kept_worker() for the trials on the native engine, started by
+  the first one and replaced once its memory passes KEPT_WORKER_MAX_BYTES
+  (the in-process engine starts a worker only for what it cannot run)."""
 
   def __init__(self):
     self._stack = self.worker = None
 
   def ensure(self, request):
-    """Starts the worker if the request's trial runs on a local engine."""
+    """Starts the worker if the request's trial runs on the native engine."""
     config = config_lib.ExperimentConfig(**request['config'])
-    if self._stack is None and engines.resolve(config) != 'remote':
+    if self._stack is None and engines.resolve(config) == 'native':
       self._stack = contextlib.ExitStack()
       self.worker = self._stack.enter_context(native.kept_worker())
 

@@ -21,9 +21,9 @@ Plain `tff.tensorflow.computation`s (server-side diagnostics) run here too.
 A computation with clients' input but no MapReduceForm, the lockstep
 diagnostic round (K + 1 aggregations, results placed at the clients), runs
 here too, as one graph of the form TFF lowers it to for its native runtime
-(federated_graph.py). Everything else goes to the native engine, which this
-engine starts beside itself: `initialize` (no client input), and what
-federated_graph does not support.
+(federated_graph.py), and so does `initialize` (no clients' input). What
+federated_graph does not support goes to a native worker, which this
+engine starts beside itself at the first such call.
 
 MapReduceForm computations carry no secure aggregation here; a form that has
 one is refused rather than run without it.
@@ -206,11 +206,21 @@ _compiled = {}
 
 
 class InProcessContext(tff.framework.SyncContext):
-  """Runs what compiles to a MapReduceForm here; the rest on `fallback`."""
+  """Runs what compiles to a MapReduceForm, or to one graph, here; the rest
+  on a native worker started at the first such call (`start_fallback`:
+  () -> its execution context)."""
 
-  def __init__(self, device: str, fallback):
+  def __init__(self, device: str, start_fallback):
     self.device = device
-    self._fallback = fallback
+    self._start_fallback = start_fallback
+    self._fallback = None
+
+  @property
+  def fallback(self):
+    """The native worker's execution context, started now if not yet."""
+    if self._fallback is None:
+      self._fallback = self._start_fallback()
+    return self._fallback
 
   def _runner(self, comp):
     key = (id(comp), self.device)
@@ -270,7 +280,7 @@ class InProcessContext(tff.framework.SyncContext):
   def invoke(self, comp, arg):
     runner = self._runner(comp)
     if runner is None:
-      return self._fallback.invoke(comp, arg)
+      return self.fallback.invoke(comp, arg)
     return runner(arg)  # a Struct of the arguments: indexable by position
 
 
@@ -278,12 +288,14 @@ class InProcessContext(tff.framework.SyncContext):
 def inprocess_engine(device: str = '', log_path: str | None = None):
   """Runs TFF computations inside the block in-process on `device`.
 
-  device '' means best_device(). A native worker serves what has no
-  MapReduceForm.
+  device '' means best_device(). A native worker, started when first
+  needed, serves what runs neither as a MapReduceForm nor as one graph.
   """
   device = device or best_device()
-  with native.native_engine(log_path=log_path):
-    fallback = tff.framework.get_context_stack().current
-    context = InProcessContext(device, fallback)
+  if log_path:
+    open(log_path, 'ab').close()  # the run's files, with or without one
+  with contextlib.ExitStack() as stack:
+    context = InProcessContext(device, lambda: stack.enter_context(
+        native.started(log_path))[1])
     with tff.framework.get_context_stack().install(context):
       yield context

@@ -154,9 +154,9 @@ def kept_worker():
 
 
 @contextlib.contextmanager
-def native_engine(log_path: str | None = None):
-  """Runs TFF computations inside the block on a worker we start and stop
-  (or kept_worker's)."""
+def started(log_path: str | None = None):
+  """(worker, its execution context) while the block runs: a worker we
+  start and stop, or kept_worker's. The context is not installed."""
   worker = _kept or Worker(log_path=log_path)
   try:
     context = execution_context(connect(worker.address, worker=worker))
@@ -165,8 +165,16 @@ def native_engine(log_path: str | None = None):
         open(log_path, 'ab').close()  # the run's files are the same
     else:
       worker.watch()
-    with tff.framework.get_context_stack().install(context):
-      yield worker
+    yield worker, context
   finally:
     if worker is not _kept:
       worker.stop()
+
+
+@contextlib.contextmanager
+def native_engine(log_path: str | None = None):
+  """Runs TFF computations inside the block on a worker we start and stop
+  (or kept_worker's)."""
+  with started(log_path) as (worker, context):
+    with tff.framework.get_context_stack().install(context):
+      yield worker

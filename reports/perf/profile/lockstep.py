@@ -60,7 +60,7 @@ def main(width: int, calls: int):
   weights = [tf.constant(w) for w in spec.initial_weights]
   times = {'native': [], 'inprocess': [], 'tf.function': []}
   with inprocess.inprocess_engine('/CPU:0') as context:
-    runs = {'native': lambda: context._fallback.invoke(comp, arg),
+    runs = {'native': lambda: context.fallback.invoke(comp, arg),
             'inprocess': lambda: context.invoke(comp, arg),
             'tf.function': lambda: floor(weights)[0].numpy()}
     out = {name: run() for name, run in runs.items()}  # compile
