@@ -45,3 +45,38 @@ def test_no_temporary_file_is_left(tmp_path):
     files.atomic_write(str(tmp_path / 'a.txt'), lambda f: 1 / 0)
   assert os.listdir(tmp_path) == ['a.txt']
   assert (tmp_path / 'a.txt').read_text() == 'old'
+
+
+def test_a_csv_row_under_the_same_header_is_appended_whole(tmp_path,
+                                                           monkeypatch):
+  # The file after every append is the whole table, as the csv module
+  # writes it; only a row with a new column (and a resumed file's first
+  # row) rewrites it, the others are one appended line.
+  path = tmp_path / 'metrics.csv'
+  rewrites = []
+  monkeypatch.setattr(recorders, 'atomic_write', lambda p, text: (
+      rewrites.append(p), files.atomic_write(p, text)))
+  rows = [{'round': 0, 'a': 1.5}, {'round': 1, 'a': 2.0},
+          {'round': 2, 'a': 0.25, 'b': 'x'}, {'round': 3, 'b': 'y'},
+          {'round': 4, 'a': 7.0}]
+
+  def table(rows, columns):
+    lines = [','.join(columns)]
+    lines += [','.join(str(r.get(c, '')) for c in columns) for r in rows]
+    return '\n'.join(lines) + '\n'
+
+  table_csv = recorders.MetricsCSV(str(path), ['round'])
+  for i, row in enumerate(rows):
+    table_csv.append(row)
+    columns = ['round', 'a'] + (['b'] if i >= 2 else [])
+    assert path.read_text() == table(rows[:i + 1], columns)
+  assert len(rewrites) == 2  # rows 0 and 2: a new header
+  resumed = recorders.MetricsCSV(str(path), ['round'], up_to_round=1)
+  resumed.append({'round': 2, 'a': 3.0})
+  assert path.read_text() == table(
+      [{'round': 0, 'a': 1.5}, {'round': 1, 'a': 2.0},
+       {'round': 2, 'a': 3.0}], ['round', 'a', 'b'])
+  assert len(rewrites) == 3
+  resumed.append({'round': 3, 'a': 4.0})
+  assert len(rewrites) == 3
+  assert path.read_text().endswith('\n3,4.0,\n')

@@ -1,4 +1,5 @@
-"""The one atomic file writer (no TensorFlow, so data.py can use it too)."""
+"""The one atomic file writer, and its append (no TensorFlow, so data.py can
+use it too)."""
 
 import os
 import secrets
@@ -23,6 +24,20 @@ def atomic_write(path: str, content):
   except BaseException:
     os.unlink(tmp)
     raise
+
+
+def append_line(path: str, line: str):
+  """Appends `line` (ending in a newline) to the existing file at `path` with
+  one write(2) on an O_APPEND descriptor, then fsync: a reader sees the file
+  with the whole line or without it, as atomic_write would leave it."""
+  data = line.encode()
+  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+  try:
+    if os.write(fd, data) != len(data):
+      raise OSError(f'{path}: short write')
+    os.fsync(fd)
+  finally:
+    os.close(fd)
 
 
 def _create_beside(path: str):

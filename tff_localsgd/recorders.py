@@ -4,7 +4,8 @@ event files: tff_localsgd/board.py.)
 
 A reader (TensorBoard, the report, a user's script) never sees a half-written
 CSV or JSON file: each is written to a temporary file in the same directory
-and renamed over the old one.
+and renamed over the old one, or (a CSV row under an unchanged header)
+appended whole with one write.
 """
 
 import csv
@@ -16,6 +17,7 @@ import os
 
 import numpy as np
 
+from tff_localsgd.files import append_line
 from tff_localsgd.files import atomic_write  # also recorders.atomic_write
 
 
@@ -36,14 +38,17 @@ def write_json(path: str, obj):
 
 class MetricsCSV:
   """A CSV of rows (one per round, or per local step); a value not measured
-  in a row is left empty. Columns appear in the order metrics first appear;
-  the whole file is rewritten atomically on every append. up_to_round keeps
-  the existing file's rows of rounds <= up_to_round (resuming a run)."""
+  in a row is left empty. Columns appear in the order metrics first appear.
+  A row with a new column rewrites the whole file atomically (its header
+  changes); any other row is appended whole (files.append_line), so a round
+  costs one line, not the file. up_to_round keeps the existing file's rows
+  of rounds <= up_to_round (resuming a run); the first append rewrites it."""
 
   def __init__(self, path: str, columns=(), up_to_round=None):
     self.path = path
     self.columns = list(columns)
     self.rows = []
+    self._header = None  # the columns of the file as written, if it is ours
     if up_to_round is not None and os.path.exists(path):
       with open(path, newline='') as f:
         reader = csv.DictReader(f)
@@ -51,14 +56,22 @@ class MetricsCSV:
                          if c not in self.columns]
         self.rows = [r for r in reader if int(r['round']) <= up_to_round]
 
+  def _text(self, rows, header: bool) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, self.columns, lineterminator='\n')
+    if header:
+      writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
   def append(self, row: dict):
     self.columns += [k for k in row if k not in self.columns]
     self.rows.append(row)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, self.columns, lineterminator='\n')
-    writer.writeheader()
-    writer.writerows(self.rows)
-    atomic_write(self.path, out.getvalue())
+    if self._header == self.columns:
+      append_line(self.path, self._text([row], header=False))
+      return
+    atomic_write(self.path, self._text(self.rows, header=True))
+    self._header = list(self.columns)
 
 
 def read_json(path):
