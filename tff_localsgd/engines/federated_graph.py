@@ -20,10 +20,12 @@ round's TensorFlow work (reports/perf/PROFILE_round.md, section 7). Here:
      client the server's value.
 
 One call of the computation is then one graph call, and no value leaves
-TensorFlow in between. A computation that calls an intrinsic outside
-SUPPORTED (secure sums, sequences, federated_select), reads data, or has
-no clients' input is not compiled (`lower` returns None) and runs on the
-native runtime.
+TensorFlow in between. `initialize`, which has no clients' input, runs the
+same way when nothing in it is placed at the clients. A computation that
+calls an intrinsic outside SUPPORTED (secure sums, sequences,
+federated_select), reads data, or has an all-equal value at the clients in
+its argument or result is not compiled (`lower` returns None) and runs on
+the native runtime.
 """
 
 import itertools
@@ -42,9 +44,8 @@ from tff_localsgd.engines import tf_graph
 SUPPORTED = frozenset({
     'federated_aggregate', 'federated_apply', 'federated_broadcast',
     'federated_eval_at_server', 'federated_map', 'federated_map_all_equal',
-    'federated_value_at_clients',
-    'federated_value_at_server', 'federated_zip_at_clients',
-    'federated_zip_at_server'})
+    'federated_value_at_clients', 'federated_value_at_server',
+    'federated_zip_at_clients', 'federated_zip_at_server'})
 
 
 def _children(block) -> list:
