@@ -28,6 +28,7 @@ its argument or result is not compiled (`lower` returns None) and runs on
 the native runtime.
 """
 
+import functools
 import itertools
 
 import tensorflow as tf
@@ -37,7 +38,6 @@ from tensorflow_federated.python.core.impl.compiler import building_blocks
 from tensorflow_federated.python.core.impl.compiler import transformations
 from tensorflow_federated.python.core.impl.computation import computation_impl
 from tensorflow_federated.python.core.impl.types import computation_types
-from tensorflow_federated.python.core.impl.types import placements
 
 from tff_localsgd.engines import tf_graph
 
@@ -64,14 +64,9 @@ def _nodes(block):
     yield from _nodes(child)
 
 
-def _at_clients(type_spec) -> bool:
-  return (isinstance(type_spec, computation_types.FederatedType)
-          and type_spec.placement == placements.CLIENTS)
-
-
 def _clients_at_boundary(type_spec) -> list:
   """The federated types at the clients among type_spec's elements."""
-  if _at_clients(type_spec):
+  if tf_graph.at_clients(type_spec):
     return [type_spec]
   if isinstance(type_spec, computation_types.StructType):
     return [t for _, e in structure.iter_elements(type_spec)
@@ -99,7 +94,7 @@ def lower(comp):
     if isinstance(node, building_blocks.Data) or (
         isinstance(node, building_blocks.Intrinsic)
         and node.uri not in SUPPORTED) or (
-            not inputs and _at_clients(node.type_signature)):
+            not inputs and tf_graph.at_clients(node.type_signature)):
       return None
   return block
 
@@ -107,11 +102,11 @@ def lower(comp):
 def _structured(type_spec, tensors, clients: int):
   """The evaluator's value of type_spec from an iterator of its tensors:
   a tensor, a Struct, or (placed at the clients) the list of members."""
+  if tf_graph.at_clients(type_spec):
+    return [_structured(type_spec.member, tensors, clients)
+            for _ in range(clients)]
   if isinstance(type_spec, computation_types.FederatedType):
-    member = type_spec.member
-    if type_spec.placement == placements.CLIENTS:
-      return [_structured(member, tensors, clients) for _ in range(clients)]
-    return _structured(member, tensors, clients)
+    return _structured(type_spec.member, tensors, clients)
   if isinstance(type_spec, computation_types.TensorType):
     return next(tensors)
   return structure.Struct([(name, _structured(t, tensors, clients))
@@ -138,7 +133,9 @@ class _Evaluator:
 
   def intrinsic(self, uri: str):
     n = self.clients
-    def each(fn, x):
+
+    def each(arg):  # a map or an apply: each member, or the server's value
+      fn, x = arg
       return [fn(v) for v in x] if isinstance(x, list) else fn(x)
 
     def aggregate(arg):
@@ -150,11 +147,11 @@ class _Evaluator:
 
     return {
         'federated_aggregate': aggregate,
-        'federated_apply': lambda arg: each(arg[0], arg[1]),
+        'federated_apply': each,
         'federated_broadcast': lambda x: [x] * n,
         'federated_eval_at_server': lambda fn: fn(),
-        'federated_map': lambda arg: each(arg[0], arg[1]),
-        'federated_map_all_equal': lambda arg: each(arg[0], arg[1]),
+        'federated_map': each,
+        'federated_map_all_equal': each,
         'federated_value_at_clients': lambda x: [x] * n,
         'federated_value_at_server': lambda x: x,
         'federated_zip_at_clients': lambda x: [_zip(x, i) for i in range(n)],
@@ -166,9 +163,8 @@ class _Evaluator:
     signature = block.type_signature
 
     def call(arg=None):
-      flat = ([] if signature.parameter is None
-              else tf_graph.flatten(arg, signature.parameter))
-      out = graph.inline(*flat, scope=f'c{next(self._scopes)}')
+      out = graph.inline(*tf_graph.flatten(arg, signature.parameter),
+                         scope=f'c{next(self._scopes)}')
       return _structured(signature.result, iter(out), self.clients)
     return call
 
@@ -222,12 +218,12 @@ class FederatedGraph:
 
   def _clients(self, arg) -> int:
     """n: the length of the argument's values at the clients (0: none)."""
-    if _at_clients(self.parameter_type):
+    if tf_graph.at_clients(self.parameter_type):
       return len(arg)
     if isinstance(self.parameter_type, computation_types.StructType):
       for i, (_, t) in enumerate(
           structure.iter_elements(self.parameter_type)):
-        if _at_clients(t):
+        if tf_graph.at_clients(t):
           return len(arg[i])
     return 0
 
@@ -237,7 +233,7 @@ class FederatedGraph:
       specs = tf_graph.specs(tf_graph.leaves(self.parameter_type, clients))
       with tf.device(self.device):
         self._calls[clients] = tf.compat.v1.wrap_function(
-            lambda *flat: self._body(clients, *flat), specs)
+            functools.partial(self._body, clients), specs)
     call = self._calls[clients]
     with tf.device(self.device):
       flat = [tf.convert_to_tensor(v) for v in

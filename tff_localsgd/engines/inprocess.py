@@ -165,7 +165,8 @@ class MapReduceRound:
     state_type, clients_type = self.parameter_type[0], self.parameter_type[1]
     held = _HELD_STATE.setdefault(self.device, {})
     with tf.device(self.device):
-      state = [self._tensor(v, held) for v in tf_graph.flatten(state, state_type)]
+      state = [self._tensor(v, held)
+               for v in tf_graph.flatten(state, state_type)]
       carried = []
       for start in range(0, max(len(clients), 1), CLIENTS_PER_CALL):
         chunk = clients[start:start + CLIENTS_PER_CALL]

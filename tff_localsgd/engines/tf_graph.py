@@ -18,11 +18,15 @@ from tensorflow_federated.python.core.impl.types import placements
 from tensorflow_federated.python.tensorflow_libs import serialization_utils
 
 
+def at_clients(type_spec) -> bool:
+  """Whether type_spec is a federated type placed at the clients."""
+  return (isinstance(type_spec, computation_types.FederatedType)
+          and type_spec.placement == placements.CLIENTS)
+
+
 def _per_client(type_spec, clients) -> bool:
   """Whether type_spec is a value of each of `clients` clients (a list)."""
-  return (clients is not None
-          and isinstance(type_spec, computation_types.FederatedType)
-          and type_spec.placement == placements.CLIENTS
+  return (clients is not None and at_clients(type_spec)
           and not type_spec.all_equal)
 
 
